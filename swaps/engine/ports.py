@@ -3,8 +3,8 @@
 Each port has an in-process implementation (`versions.py`, `router.py`, `inflight.py`,
 `board.py`: one process, unit tests) and a Redis-backed one in `fleet.py` (many
 replicas on many hosts). Methods the engine awaits may wait on other processes in a
-fleet; the serving path's own calls (`LocalServing` below) are synchronous and local,
-because the inference hot path makes no round trip.
+fleet. The serving path reads only process-local state (`serving.py`): the inference
+hot path makes no round trip.
 """
 
 from __future__ import annotations
