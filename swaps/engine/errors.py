@@ -16,18 +16,17 @@ UNKNOWN_MODEL = "model {model_id!r} does not exist"
 UNKNOWN_VERSION = "version {version!r} of model {model_id!r} does not exist"
 SAME_VERSION = "cannot swap model {model_id!r} to version {version!r}: it is already the source"
 NOT_ACTIVE = (
-    "cannot swap model {model_id!r} from version {version!r}: "
-    "the active version is {active!r}"
+    "cannot swap model {model_id!r} from version {version!r}: the active version is {active!r}"
 )
 NO_ACTIVE_VERSION = "model {model_id!r} has no active version to swap from"
+ALREADY_SERVING = "model {model_id!r} already serves version {active!r}: swap it instead"
 ALREADY_ACTIVE = "version {version!r} of model {model_id!r} is already active"
 IN_PROGRESS = (
     "a {operation} of model {model_id!r} is already running "
     "({from_version} -> {to_version}, {state}); try again when it finishes"
 )
 NOT_SERVED_BEFORE = (
-    "cannot roll model {model_id!r} back to version {version!r}: "
-    "it has never served this model"
+    "cannot roll model {model_id!r} back to version {version!r}: it has never served this model"
 )
 UNHEALTHY = "version {version!r} of model {model_id!r} failed its health check: {reason}"
 
@@ -80,3 +79,9 @@ class FleetUnavailable(SwapError):
     """The coordination store (Redis) could not be reached; nothing was changed."""
 
     code = "unavailable"
+
+
+class NotServing(SwapError):
+    """The serving path has nothing to answer with: no route, or the version is not loaded."""
+
+    code = "not_loaded"

@@ -84,6 +84,8 @@ class SwapStatus(_AsDict):
     operation: str = ""
     message: str = ""
     end_time: datetime | None = None
+    # The version the operation leaves (whose requests drain after the flip).
+    previous_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,35 @@ class HealthCheckResult(_AsDict):
     output_dtype: str | None = None
     # Which serving process ran the check ("local" in-process; a replica id in a fleet).
     replica: str = "local"
+
+    @classmethod
+    def failure(
+        cls,
+        *,
+        model_id: str,
+        version: str,
+        reason: str,
+        replica: str = "local",
+        loaded: bool = False,
+        memory_bytes: int | None = None,
+        memory_limit_bytes: int | None = None,
+    ) -> HealthCheckResult:
+        """A check that failed before the sample inference could tell anything."""
+        return cls(
+            model_id=model_id,
+            version=version,
+            healthy=False,
+            loaded=loaded,
+            inference_ran=False,
+            output_valid=False,
+            memory_within_limit=False,
+            latency_ms=None,
+            memory_bytes=memory_bytes,
+            memory_limit_bytes=memory_limit_bytes,
+            reason=reason,
+            checked_at=utcnow(),
+            replica=replica,
+        )
 
 
 @dataclass(frozen=True)

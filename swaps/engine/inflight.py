@@ -1,0 +1,61 @@
+"""The in-process in-flight tracker: requests running per model and version.
+
+Counting is a dict update under a lock: cheap enough for every request on the hot
+path. A fleet replica keeps one of these and reports its counts; the fleet tracker
+sums the reports of live replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+
+Key = tuple[str, str]
+
+
+class LocalInflight:
+    def __init__(self, *, poll_interval: float = 0.005) -> None:
+        self._lock = threading.Lock()
+        self._pending: Counter[Key] = Counter()
+        self._completed: Counter[Key] = Counter()
+        self._poll_interval = poll_interval
+
+    # The serving path.
+    def enter(self, model_id: str, version: str) -> None:
+        with self._lock:
+            self._pending[model_id, version] += 1
+
+    def exit(self, model_id: str, version: str) -> None:
+        with self._lock:
+            key = (model_id, version)
+            self._pending[key] -= 1
+            if self._pending[key] <= 0:
+                del self._pending[key]
+            self._completed[key] += 1
+
+    def snapshot(self) -> tuple[dict[Key, int], dict[Key, int]]:
+        """(in flight, completed) per (model, version): what a replica reports."""
+        with self._lock:
+            return dict(self._pending), dict(self._completed)
+
+    def pending_now(self, model_id: str, version: str) -> int:
+        return self._pending.get((model_id, version), 0)
+
+    # The InflightTracker port.
+    async def pending(self, model_id: str, version: str) -> int:
+        return self.pending_now(model_id, version)
+
+    async def completed(self, model_id: str, version: str) -> int:
+        return self._completed.get((model_id, version), 0)
+
+    async def wait_drained(self, model_id: str, version: str, timeout: float) -> int:
+        # Requests finish on other threads as well as this loop, so poll a counter
+        # rather than wait on a loop-bound event; 5 ms is far below any drain timeout.
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            remaining = self.pending_now(model_id, version)
+            if remaining == 0 or time.monotonic() >= deadline:
+                return remaining
+            await asyncio.sleep(min(self._poll_interval, max(deadline - time.monotonic(), 0)))

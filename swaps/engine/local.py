@@ -1,0 +1,58 @@
+"""Wires the in-process ports into one serving stack and its swapper (one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .board import LocalBoard
+from .hotswapper import ModelHotSwapper, SwapPolicy
+from .inflight import LocalInflight
+from .router import LocalRouter
+from .serving import Dispatcher
+from .spec import VersionSpec
+from .versions import LocalVersions
+
+
+@dataclass
+class LocalStack:
+    versions: LocalVersions
+    router: LocalRouter = field(default_factory=LocalRouter)
+    inflight: LocalInflight = field(default_factory=LocalInflight)
+    board: LocalBoard = field(default_factory=LocalBoard)
+    policy: SwapPolicy = field(default_factory=SwapPolicy)
+    on_change: Callable | None = None
+
+    def __post_init__(self) -> None:
+        self.versions.in_use = self.in_use
+        self.dispatcher = Dispatcher(
+            router=self.router, inflight=self.inflight, versions=self.versions
+        )
+        self.swapper = ModelHotSwapper(
+            versions=self.versions,
+            router=self.router,
+            inflight=self.inflight,
+            board=self.board,
+            policy=self.policy,
+            on_change=self.on_change,
+        )
+
+    def in_use(self, model_id: str, version: str) -> bool:
+        return (
+            self.router.resolve(model_id) == version
+            or self.inflight.pending_now(model_id, version) > 0
+        )
+
+
+def local_stack(
+    specs: Iterable[VersionSpec],
+    *,
+    policy: SwapPolicy | None = None,
+    on_change: Callable | None = None,
+    **versions_options,
+) -> LocalStack:
+    return LocalStack(
+        versions=LocalVersions(specs, **versions_options),
+        policy=policy or SwapPolicy(),
+        on_change=on_change,
+    )

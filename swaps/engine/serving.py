@@ -1,0 +1,65 @@
+"""The serving path: route a request, count it in flight, run the model, count it out.
+
+Everything here is process-local and synchronous: a dict read and a counter bump under
+the router's lock, then the model. No database, no Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import NotServing, UnknownModel
+from .inflight import LocalInflight
+from .ports import LoadedModel
+from .router import LocalRouter
+from .versions import LocalVersions
+
+NO_ROUTE = "model {model_id!r} is not served here"
+NOT_LOADED = "version {version!r} of model {model_id!r} is not loaded here"
+
+
+@dataclass(frozen=True)
+class Inference:
+    model_id: str
+    version: str  # the version that answered: every response names it
+    outputs: dict[str, np.ndarray]
+
+
+class Dispatcher:
+    def __init__(
+        self, *, router: LocalRouter, inflight: LocalInflight, versions: LocalVersions
+    ) -> None:
+        self.router = router
+        self.inflight = inflight
+        self.versions = versions
+
+    def begin(self, model_id: str, version: str | None = None) -> tuple[str, LoadedModel]:
+        """Choose the version and count the request in flight, atomically with any flip.
+
+        Returns the version and its loaded model; the caller must call `end` once.
+        """
+        with self.router.lock:
+            chosen = version if version is not None else self.router.resolve(model_id)
+            if chosen is None:
+                raise UnknownModel(NO_ROUTE.format(model_id=model_id))
+            model = self.versions.loaded(model_id, chosen)
+            if model is None:
+                raise NotServing(NOT_LOADED.format(model_id=model_id, version=chosen))
+            self.inflight.enter(model_id, chosen)
+        return chosen, model
+
+    def end(self, model_id: str, version: str) -> None:
+        self.inflight.exit(model_id, version)
+
+    def infer(
+        self, model_id: str, inputs: Mapping[str, np.ndarray], *, version: str | None = None
+    ) -> Inference:
+        chosen, model = self.begin(model_id, version)
+        try:
+            outputs = model.predict(inputs)
+        finally:
+            self.end(model_id, chosen)
+        return Inference(model_id=model_id, version=chosen, outputs=outputs)
