@@ -201,6 +201,7 @@ class ModelHotSwapper:
         assert source is not None and target is not None
         await self._prepare(status, target)
         await self._router.flip(model_id, target)
+        completed_at_flip = await self._inflight.completed(model_id, source)
         status = await self._transition(
             status,
             state=SwapState.DRAINING,
@@ -208,7 +209,13 @@ class ModelHotSwapper:
             pending_requests=await self._inflight.pending(model_id, source),
             message=f"route flipped to version {target}; draining version {source}",
         )
-        drain = await self._drain(model_id, source, self._timeout(drain_timeout), status=status)
+        drain = await self._drain(
+            model_id,
+            source,
+            self._timeout(drain_timeout),
+            status=status,
+            completed_before=completed_at_flip,
+        )
         await self._versions.unload(model_id, source, after=self.policy.keep_warm)
         message = _finished("swapped", source, target, drain)
         status = await self._finish(status, SwapState.COMPLETED, message, drain)
@@ -232,6 +239,7 @@ class ModelHotSwapper:
         await self._router.flip(model_id, target)
         flip_seconds = time.perf_counter() - began
         rolled_back_at = self._clock()
+        completed_at_flip = await self._inflight.completed(model_id, left) if left else 0
         if left is None:
             drain = DrainResult(model_id, "", True, 0, 0, 0.0)
         else:
@@ -242,7 +250,13 @@ class ModelHotSwapper:
                 pending_requests=await self._inflight.pending(model_id, left),
                 message=f"rolled back to version {target}; draining version {left}",
             )
-            drain = await self._drain(model_id, left, self._timeout(drain_timeout), status=status)
+            drain = await self._drain(
+                model_id,
+                left,
+                self._timeout(drain_timeout),
+                status=status,
+                completed_before=completed_at_flip,
+            )
             await self._versions.unload(model_id, left, after=self.policy.keep_warm)
         message = _finished("rolled back", left, target, drain)
         await self._finish(status, SwapState.COMPLETED, message, drain)
@@ -348,10 +362,22 @@ class ModelHotSwapper:
         raise UnhealthyVersion(message, health)
 
     async def _drain(
-        self, model_id: str, version: str, timeout: float, *, status: SwapStatus | None
+        self,
+        model_id: str,
+        version: str,
+        timeout: float,
+        *,
+        status: SwapStatus | None,
+        completed_before: int | None = None,
     ) -> DrainResult:
+        """Wait for `version` to drain; count what completed since `completed_before`.
+
+        Swaps pass the count taken right after the flip, so the requests that were in
+        flight at the flip and finished before the drain loop started count as drained.
+        """
         started = time.monotonic()
-        completed_before = await self._inflight.completed(model_id, version)
+        if completed_before is None:
+            completed_before = await self._inflight.completed(model_id, version)
         remaining = await self._inflight.pending(model_id, version)
         if status is not None and remaining != status.pending_requests:
             status = await self._transition(status, pending_requests=remaining)
