@@ -45,7 +45,8 @@ TESTING = "pytest" in sys.modules
 # --- Hotswap ----------------------------------------------------------------------------
 
 # Every Redis key Hotswap writes (routes, heartbeats, channel layer) starts with this,
-# so several deployments or test runs can share one Redis.
+# so several deployments or test runs can share one Redis. RQ's own keys keep RQ's
+# fixed "rq:" prefix; give each deployment its own Redis database for those.
 HOTSWAP_NAMESPACE = env_key_prefix("HOTSWAP_NAMESPACE", default="hotswap")
 HOTSWAP_DRAIN_TIMEOUT = env_seconds("HOTSWAP_DRAIN_TIMEOUT", default=30.0)
 HOTSWAP_KEEP_WARM = env_seconds("HOTSWAP_KEEP_WARM", default=300.0, allow_zero=True)
@@ -209,4 +210,9 @@ LOGGING = {
         },
     },
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {
+        # Replaces Django's default "django" logger, whose console and mail_admins
+        # handlers would print each record twice (and try to send mail).
+        "django": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+    },
 }

@@ -39,3 +39,11 @@ def redis_namespace(redis_url: str) -> Iterator[str]:
         keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    # CI runs the suite once per database; say which one this run is on.
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    return f"database: {database['ENGINE']} ({database['NAME']})"

@@ -81,3 +81,20 @@ def test_demo_database_lives_in_the_run_dir(tmp_path):
     result = manage("migrate", "--verbosity", "0", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "db.sqlite3").is_file()
+
+
+def test_log_records_go_to_stderr_once_with_level_and_logger(tmp_path):
+    code = "import logging; logging.getLogger('django.request').warning('probe-7341')"
+    result = manage("shell", "-c", code, tmp_path=tmp_path)
+    [line] = [line for line in result.stderr.splitlines() if "probe-7341" in line]
+    assert "WARNING" in line and "django.request: probe-7341" in line
+
+
+def test_log_level_setting_hides_lower_levels(tmp_path):
+    code = (
+        "import logging; log = logging.getLogger('swaps'); "
+        "log.info('info-probe'); log.warning('warning-probe')"
+    )
+    result = manage("shell", "-c", code, tmp_path=tmp_path, LOG_LEVEL="warning")
+    assert "warning-probe" in result.stderr
+    assert "info-probe" not in result.stderr

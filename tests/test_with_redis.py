@@ -109,27 +109,51 @@ def test_missing_redis_server_exits_2_with_install_instructions(tmp_path):
     )
 
 
-def test_sigterm_reaches_the_child_and_redis_still_stops():
-    child = (
-        "import os, signal, sys\n"
-        "def stop(signum, frame):\n"
-        "    print('child got SIGTERM', flush=True)\n"
-        "    sys.exit(0)\n"
-        "signal.signal(signal.SIGTERM, stop)\n"
-        "print(os.environ['REDIS_URL'], flush=True)\n"
-        "signal.pause()\n"
-    )
+# The child reports its Redis, then waits for a signal and says which one came.
+SIGNALLED_CHILD = """
+import os, signal, sys
+def stop(signum, frame):
+    print("child got", signal.Signals(signum).name, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+print(os.environ["REDIS_URL"], flush=True)
+signal.pause()
+"""
+
+
+@pytest.fixture(params=[signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def signalled_run(request) -> tuple[signal.Signals, str, str]:
+    """Signal with_redis while its child runs; return (signal, child's Redis URL, output)."""
     process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--", sys.executable, "-c", child],
+        [sys.executable, str(SCRIPT), "--", sys.executable, "-c", SIGNALLED_CHILD],
         env=environment(),
+        # Not a terminal: nothing but with_redis can deliver the signal to the child.
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
     )
     url = process.stdout.readline().strip()
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(request.param)
     rest, _ = process.communicate(timeout=30)
-    assert (process.returncode, rest.strip()) == (0, "child got SIGTERM")
+    assert process.returncode == 0
+    return request.param, url, rest.strip()
+
+
+def test_signal_is_forwarded_to_the_child(signalled_run):
+    sent, _, output = signalled_run
+    assert output == f"child got {sent.name}"
+
+
+def test_redis_stops_after_a_signalled_run(signalled_run):
+    _, url, _ = signalled_run
     assert not accepts_connections(port_of(url))
+
+
+def test_child_killed_by_a_signal_exits_128_plus_its_number():
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    result = run_script(sys.executable, "-c", code, env=environment())
+    assert result.returncode == 128 + signal.SIGKILL
 
 
 @pytest.fixture
