@@ -1,0 +1,325 @@
+"""The engine's ports backed by Redis, for a fleet of replicas on any number of hosts.
+
+`Fleet` holds one Redis client and hands the engine its four ports: `versions`
+(fleet_versions.py), `router`, `inflight` and `board`. The engine never talks to a
+replica: it writes what it wants (routes, the desired set of loaded versions) and reads
+what the replicas report (`reports.py`). Redis going away inside any port surfaces as
+`FleetUnavailable`, never as a hang: the client has socket timeouts and every wait has
+a deadline.
+
+The database is the source of truth for which version is active; Redis holds the fast
+shared copy, and `republish` restores it after Redis restarted empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from .errors import FleetUnavailable
+from .fleet_keys import NO_LIVE_REPLICA, FleetKeys, text, unavailable_as_error, version_field
+from .fleet_versions import FleetVersions, desired_entry
+from .hotswapper import ModelHotSwapper, Observer, SwapPolicy
+from .reports import ReplicaReport, live_reports
+from .results import SwapState, SwapStatus
+from .spec import VersionSpec
+
+NO_ACK = (
+    "replica {replica} did not apply route epoch {epoch} of model {model_id!r} within "
+    "{seconds:g} s; the route was restored to {restored}"
+)
+
+# The flip: epoch + 1 (and past `floor`, the highest epoch a replica reports, in case
+# Redis lost the counter), the route, the history, and the change notification, as one
+# step. An empty version removes the route (undoing a first deploy).
+FLIP = """
+local epoch = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+local floor = tonumber(ARGV[4])
+if epoch <= floor then
+  epoch = floor + 1
+  redis.call('HSET', KEYS[2], ARGV[1], epoch)
+end
+local previous = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  if redis.call('LINDEX', KEYS[3], -1) ~= ARGV[2] then
+    redis.call('RPUSH', KEYS[3], ARGV[2])
+  end
+end
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return {epoch, previous}
+"""
+
+# Claim a model for an operation unless one is running: read and write as one step.
+BEGIN = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local state = cjson.decode(current)['state']
+  if state == 'swapping' or state == 'draining' then
+    return current
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return false
+"""
+
+
+class FleetRouter:
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self._redis = fleet.redis
+        self._keys = fleet.keys
+        self._flip = fleet.redis.register_script(FLIP)
+
+    @unavailable_as_error
+    async def active(self, model_id: str) -> str | None:
+        version = await self._redis.hget(self._keys.routes, model_id)
+        return text(version) if version is not None else None
+
+    @unavailable_as_error
+    async def epoch(self, model_id: str) -> int:
+        return int(await self._redis.hget(self._keys.epochs, model_id) or 0)
+
+    @unavailable_as_error
+    async def history(self, model_id: str) -> list[str]:
+        return [text(v) for v in await self._redis.lrange(self._keys.history(model_id), 0, -1)]
+
+    @unavailable_as_error
+    async def flip(self, model_id: str, version: str) -> int:
+        """Flip the route, then wait until every live replica has applied the new epoch.
+
+        A replica that is still heartbeating yet does not apply it within the ack
+        timeout gets the previous route back (a new flip) and the flip fails, naming it.
+        """
+        reports = await live_reports(self._redis, self._keys)
+        if not reports:
+            raise FleetUnavailable(NO_LIVE_REPLICA)
+        started = time.monotonic()
+        epoch, previous = await self._set(model_id, version, reports)
+        lagging = await self._await_acks(model_id, epoch, started)
+        if lagging is None:
+            return epoch
+        await self._set(model_id, previous, await live_reports(self._redis, self._keys))
+        raise FleetUnavailable(
+            NO_ACK.format(
+                replica=lagging,
+                epoch=epoch,
+                model_id=model_id,
+                seconds=self._fleet.ack_timeout,
+                restored=f"version {previous}" if previous else "no version",
+            )
+        )
+
+    async def _set(
+        self, model_id: str, version: str, reports: list[ReplicaReport]
+    ) -> tuple[int, str]:
+        floor = max((r.epochs.get(model_id, 0) for r in reports), default=0)
+        epoch, previous = await self._flip(
+            keys=[self._keys.routes, self._keys.epochs, self._keys.history(model_id)],
+            args=[model_id, version, self._keys.changes, floor],
+        )
+        return int(epoch), text(previous)
+
+    async def _await_acks(self, model_id: str, epoch: int, started: float) -> str | None:
+        """None once every live replica applied `epoch`; else the id of one that did not.
+
+        The wait lasts at least one heartbeat TTL, so a replica that died just before
+        the flip expires (and stops counting) before anyone is blamed.
+        """
+        timeout = max(self._fleet.ack_timeout, self._fleet.heartbeat_ttl)
+        while True:
+            reports = await live_reports(self._redis, self._keys)
+            lagging = [r.replica_id for r in reports if r.epochs.get(model_id, 0) < epoch]
+            if not lagging:
+                return None
+            if time.monotonic() - started >= timeout:
+                return lagging[0]
+            await asyncio.sleep(self._fleet.poll_interval)
+
+
+class FleetInflight:
+    """In-flight and served counts summed over the live replicas' reports."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    async def pending(self, model_id: str, version: str) -> int:
+        return await self._sum("inflight", model_id, version)
+
+    async def completed(self, model_id: str, version: str) -> int:
+        return await self._sum("served", model_id, version)
+
+    async def wait_drained(self, model_id: str, version: str, timeout: float) -> int:
+        # Replicas report every ~50 ms while a version they no longer route to has
+        # requests in flight, so polling the reports sees a drain finish promptly.
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            remaining = await self.pending(model_id, version)
+            left = deadline - time.monotonic()
+            if remaining == 0 or left <= 0:
+                return remaining
+            await asyncio.sleep(min(self._fleet.poll_interval, left))
+
+    @unavailable_as_error
+    async def _sum(self, table: str, model_id: str, version: str) -> int:
+        reports = await live_reports(self._fleet.redis, self._fleet.keys)
+        return sum(r.count(table, model_id, version) for r in reports)
+
+
+class FleetBoard:
+    def __init__(self, fleet: Fleet) -> None:
+        self._redis = fleet.redis
+        self._keys = fleet.keys
+        self._begin = fleet.redis.register_script(BEGIN)
+
+    @unavailable_as_error
+    async def begin(self, status: SwapStatus) -> SwapStatus | None:
+        running = await self._begin(
+            keys=[self._keys.status(status.model_id)], args=[orjson.dumps(status.as_dict())]
+        )
+        return status_from_json(running) if running else None
+
+    @unavailable_as_error
+    async def put(self, status: SwapStatus) -> None:
+        await self._redis.set(self._keys.status(status.model_id), orjson.dumps(status.as_dict()))
+
+    @unavailable_as_error
+    async def get(self, model_id: str) -> SwapStatus | None:
+        raw = await self._redis.get(self._keys.status(model_id))
+        return status_from_json(raw) if raw is not None else None
+
+
+def status_from_json(raw: bytes | str) -> SwapStatus:
+    data: dict[str, Any] = orjson.loads(raw)
+    data["state"] = SwapState(data["state"])
+    for name in ("start_time", "end_time"):
+        if data.get(name):
+            data[name] = datetime.fromisoformat(data[name])
+    return SwapStatus(**data)
+
+
+class Fleet:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        namespace: str,
+        heartbeat_ttl: float = 3.0,
+        ack_timeout: float = 10.0,
+        load_timeout: float = 120.0,
+        poll_interval: float = 0.02,
+    ) -> None:
+        self.redis = redis
+        self.keys = FleetKeys(namespace)
+        self.namespace = namespace
+        self.heartbeat_ttl = heartbeat_ttl
+        self.ack_timeout = ack_timeout
+        self.load_timeout = load_timeout
+        self.poll_interval = poll_interval
+        self.versions = FleetVersions(self)
+        self.router = FleetRouter(self)
+        self.inflight = FleetInflight(self)
+        self.board = FleetBoard(self)
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str, socket_timeout: float = 2.0, **options) -> Fleet:
+        """A fleet on its own client whose every Redis call gives up after `socket_timeout`."""
+        redis = Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+        )
+        return cls(redis, namespace=namespace, **options)
+
+    def swapper(
+        self, *, policy: SwapPolicy | None = None, on_change: Observer | None = None
+    ) -> ModelHotSwapper:
+        return ModelHotSwapper(
+            versions=self.versions,
+            router=self.router,
+            inflight=self.inflight,
+            board=self.board,
+            policy=policy,
+            on_change=on_change,
+        )
+
+    @unavailable_as_error
+    async def publish_spec(self, spec: VersionSpec) -> None:
+        """Register a version with the fleet (replicas learn of it on their next sync)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.specs,
+                version_field(spec.model_id, spec.version),
+                orjson.dumps(spec.as_dict()),
+            )
+            pipe.set(self.keys.incarnation, secrets.token_hex(8), nx=True)
+            pipe.publish(self.keys.changes, spec.model_id)
+            await pipe.execute()
+
+    @unavailable_as_error
+    async def forget_spec(self, model_id: str, version: str) -> None:
+        """Remove a version from the fleet; replicas unload it once nothing runs on it."""
+        field = version_field(model_id, version)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.specs, field)
+            pipe.hset(self.keys.desired, field, desired_entry(request=0, retire_at=time.time()))
+            pipe.publish(self.keys.changes, model_id)
+            await pipe.execute()
+
+    @unavailable_as_error
+    async def replicas(self) -> list[ReplicaReport]:
+        """The latest report of every live replica."""
+        return await live_reports(self.redis, self.keys)
+
+    @unavailable_as_error
+    async def is_empty(self) -> bool:
+        """Whether Redis has lost (or never had) this fleet's state: republish it then."""
+        return not await self.redis.exists(self.keys.incarnation)
+
+    @unavailable_as_error
+    async def republish(
+        self,
+        *,
+        specs: Iterable[VersionSpec],
+        routes: dict[str, tuple[str, list[str]]],
+    ) -> None:
+        """Restore specs, routes (active version, history) and the desired set.
+
+        Each route's epoch goes past both what Redis still holds and the highest epoch
+        any live replica applied, so replicas accept it as newer than what they serve.
+        """
+        reports = await live_reports(self.redis, self.keys)
+        epochs = await self.redis.hgetall(self.keys.epochs)
+        held = {text(model_id): int(epoch) for model_id, epoch in epochs.items()}
+        first_request = await self.redis.incrby(self.keys.load_requests, len(routes) or 1)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for spec in specs:
+                pipe.hset(
+                    self.keys.specs,
+                    version_field(spec.model_id, spec.version),
+                    orjson.dumps(spec.as_dict()),
+                )
+            for offset, (model_id, (active, history)) in enumerate(sorted(routes.items())):
+                floor = max([held.get(model_id, 0), *(r.epochs.get(model_id, 0) for r in reports)])
+                served = [v for i, v in enumerate(history) if i == 0 or history[i - 1] != v]
+                if not served or served[-1] != active:
+                    served.append(active)
+                pipe.hset(self.keys.routes, model_id, active)
+                pipe.hset(self.keys.epochs, model_id, floor + 1)
+                pipe.delete(self.keys.history(model_id))
+                pipe.rpush(self.keys.history(model_id), *served)
+                pipe.hset(
+                    self.keys.desired,
+                    version_field(model_id, active),
+                    desired_entry(request=first_request - offset, retire_at=None),
+                )
+            pipe.set(self.keys.incarnation, secrets.token_hex(8))
+            pipe.publish(self.keys.changes, "*")
+            await pipe.execute()

@@ -1,0 +1,96 @@
+"""Where the fleet keeps its shared state in Redis, and what a lost Redis looks like.
+
+Both sides use this layout: the engine's fleet ports (`fleet.py`) and every replica
+(`swaps/replica.py`). Every key lives under `"{namespace}:"`, so several fleets (and
+tests) share one Redis without touching each other's keys.
+
+| key | type | holds |
+|---|---|---|
+| `incarnation` | string | a token per publication of the state; gone = Redis lost it |
+| `specs` | hash | `[model, version]` (JSON) -> `VersionSpec` JSON |
+| `routes` / `epochs` | hash | model -> active version / model -> route epoch |
+| `history:{model}` | list | versions that served the model, oldest first |
+| `desired` | hash | `[model, version]` -> `{"request": n, "retire_at": t or null}` |
+| `load-requests` | counter | the `request` numbers of `desired` |
+| `replicas` | set | replica ids that registered (a member may have expired) |
+| `report:{id}` | string, TTL | the replica's latest `ReplicaReport`; its expiry is death |
+| `status:{model}` | string | the model's `SwapStatus` JSON |
+| `changes` | channel | a message whenever routes, specs or the desired set change |
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .errors import FleetUnavailable
+
+NO_LIVE_REPLICA = "no live replica: start one (python -m swaps.replica) and try again"
+UNREACHABLE = "the fleet's Redis cannot be reached ({error}); nothing was changed by this step"
+# What a Redis that went away raises through redis-py (OSError: a socket failing below it).
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+Key = tuple[str, str]
+
+
+class FleetKeys:
+    def __init__(self, namespace: str) -> None:
+        if not namespace:
+            raise ValueError("a fleet needs a non-empty namespace")
+        self.namespace = namespace
+        prefix = f"{namespace}:"
+        self.incarnation = prefix + "incarnation"
+        self.specs = prefix + "specs"
+        self.routes = prefix + "routes"
+        self.epochs = prefix + "epochs"
+        self.desired = prefix + "desired"
+        self.load_requests = prefix + "load-requests"
+        self.replicas = prefix + "replicas"
+        self.changes = prefix + "changes"
+        self._prefix = prefix
+
+    def history(self, model_id: str) -> str:
+        return f"{self._prefix}history:{model_id}"
+
+    def report(self, replica_id: str) -> str:
+        return f"{self._prefix}report:{replica_id}"
+
+    def status(self, model_id: str) -> str:
+        return f"{self._prefix}status:{model_id}"
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply as text, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def version_field(model_id: str, version: str) -> bytes:
+    """A hash field naming one version; JSON so that no separator can collide."""
+    return orjson.dumps([model_id, version])
+
+
+def parse_version_field(field: bytes | str) -> Key:
+    model_id, version = orjson.loads(field)
+    return model_id, version
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def unavailable_as_error(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Turn Redis going away inside a port method into `FleetUnavailable`."""
+
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except REDIS_DOWN as exc:
+            raise FleetUnavailable(UNREACHABLE.format(error=exc or type(exc).__name__)) from exc
+
+    return guarded

@@ -1,0 +1,156 @@
+"""The fleet's version manager: which versions exist, and the set every replica loads.
+
+Loading is a request, not a command: `load` adds the version to the desired set with a
+fresh request number, and every replica loads it, runs its health check and reports
+which request it answered. `load` returns once every live replica answered; a replica
+that could not load it fails the load, named in the error. Unloading marks the version
+with a retire-at time; replicas unload it after that time once nothing runs on it and
+it is not routed, and a later `load` clears the mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+from . import errors
+from .errors import FleetUnavailable, LoadError, UnknownModel, UnknownVersion
+from .fleet_keys import NO_LIVE_REPLICA, parse_version_field, unavailable_as_error, version_field
+from .reports import ReplicaReport, live_reports
+from .results import HealthCheckResult
+from .spec import VersionSpec
+
+if TYPE_CHECKING:
+    from .fleet import Fleet
+
+REPLICA_LOAD_FAILED = "replica {replica} could not load it: {reason}"
+LOAD_TIMED_OUT = (
+    "replica {replica} did not load version {version!r} of model {model_id!r} within {seconds:g} s"
+)
+NOT_LOADED_ON = "not loaded on replica {replica}"
+NO_REPLICA_TO_CHECK = "no live replica has it loaded: no live replica at all"
+
+
+def desired_entry(*, request: int, retire_at: float | None) -> bytes:
+    return orjson.dumps({"request": request, "retire_at": retire_at})
+
+
+class FleetVersions:
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        self._redis = fleet.redis
+        self._keys = fleet.keys
+
+    @unavailable_as_error
+    async def models(self) -> list[str]:
+        return sorted({model_id for model_id, _ in await self._fields()})
+
+    @unavailable_as_error
+    async def versions(self, model_id: str) -> list[str]:
+        return [version for m, version in await self._fields() if m == model_id]
+
+    @unavailable_as_error
+    async def spec(self, model_id: str, version: str) -> VersionSpec | None:
+        raw = await self._redis.hget(self._keys.specs, version_field(model_id, version))
+        return VersionSpec.from_dict(orjson.loads(raw)) if raw is not None else None
+
+    @unavailable_as_error
+    async def is_loaded(self, model_id: str, version: str) -> bool:
+        reports = await live_reports(self._redis, self._keys)
+        return bool(reports) and all(r.has_loaded(model_id, version) for r in reports)
+
+    @unavailable_as_error
+    async def load(self, model_id: str, version: str) -> None:
+        """Have every live replica load the version and check its health."""
+        if await self.spec(model_id, version) is None:
+            await self._refuse_unknown(model_id, version)
+        if not await live_reports(self._redis, self._keys):
+            raise FleetUnavailable(NO_LIVE_REPLICA)
+        request = await self._redis.incr(self._keys.load_requests)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self._keys.desired,
+                version_field(model_id, version),
+                desired_entry(request=request, retire_at=None),
+            )
+            pipe.publish(self._keys.changes, model_id)
+            await pipe.execute()
+        await self._await_answers(model_id, version, request)
+
+    @unavailable_as_error
+    async def check_health(self, model_id: str, version: str) -> HealthCheckResult:
+        """The worst of the live replicas' latest checks: unhealthy first, then slowest."""
+        reports = await live_reports(self._redis, self._keys)
+        if not reports:
+            return HealthCheckResult.failure(
+                model_id=model_id, version=version, reason=NO_REPLICA_TO_CHECK, replica=""
+            )
+        results = [_health_on(report, model_id, version) for report in reports]
+        return min(results, key=lambda h: (h.healthy, -(h.latency_ms or 0.0)))
+
+    @unavailable_as_error
+    async def unload(self, model_id: str, version: str, *, after: float = 0.0) -> None:
+        field = version_field(model_id, version)
+        raw = await self._redis.hget(self._keys.desired, field)
+        request = orjson.loads(raw)["request"] if raw is not None else 0
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self._keys.desired,
+                field,
+                desired_entry(request=request, retire_at=time.time() + max(after, 0.0)),
+            )
+            pipe.publish(self._keys.changes, model_id)
+            await pipe.execute()
+
+    async def _await_answers(self, model_id: str, version: str, request: int) -> None:
+        started = time.monotonic()
+        while True:
+            reports = await live_reports(self._redis, self._keys)
+            if not reports:
+                raise FleetUnavailable(NO_LIVE_REPLICA)
+            waiting = []
+            for report in reports:
+                answered = report.answered.get(model_id, {}).get(version, -1)
+                if answered < request:
+                    waiting.append(report.replica_id)
+                    continue
+                reason = report.failures.get(model_id, {}).get(version)
+                if reason:
+                    raise LoadError(
+                        REPLICA_LOAD_FAILED.format(replica=report.replica_id, reason=reason)
+                    )
+            if not waiting:
+                return
+            if time.monotonic() - started >= self._fleet.load_timeout:
+                raise LoadError(
+                    LOAD_TIMED_OUT.format(
+                        replica=waiting[0],
+                        version=version,
+                        model_id=model_id,
+                        seconds=self._fleet.load_timeout,
+                    )
+                )
+            await asyncio.sleep(self._fleet.poll_interval)
+
+    async def _fields(self) -> list[tuple[str, str]]:
+        return [parse_version_field(f) for f in await self._redis.hkeys(self._keys.specs)]
+
+    async def _refuse_unknown(self, model_id: str, version: str) -> None:
+        if model_id not in await self.models():
+            raise UnknownModel(errors.UNKNOWN_MODEL.format(model_id=model_id))
+        raise UnknownVersion(errors.UNKNOWN_VERSION.format(model_id=model_id, version=version))
+
+
+def _health_on(report: ReplicaReport, model_id: str, version: str) -> HealthCheckResult:
+    health = report.health_of(model_id, version)
+    if health is not None and report.has_loaded(model_id, version):
+        return health
+    return HealthCheckResult.failure(
+        model_id=model_id,
+        version=version,
+        reason=NOT_LOADED_ON.format(replica=report.replica_id),
+        replica=report.replica_id,
+    )

@@ -1,0 +1,105 @@
+"""What a replica tells the fleet about itself, on every heartbeat and every change.
+
+A replica writes its `ReplicaReport` to Redis with a time to live; while the key exists
+the replica is live. The engine's fleet ports read nothing else about replicas: whether
+a version is loaded and healthy everywhere, which route epoch each replica applied, and
+how many requests are in flight on each version all come from these reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .fleet_keys import FleetKeys, text
+from .results import HealthCheckResult
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+# model -> version -> value: JSON objects nest cleanly, so no key needs a separator.
+PerVersion = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ReplicaReport:
+    replica_id: str
+    address: str  # where clients reach it, e.g. "http://10.0.0.5:8001"
+    pid: int
+    started_at: datetime
+    reported_at: datetime
+    incarnation: str  # the fleet state it last synced (FleetKeys.incarnation)
+    loaded: dict[str, list[str]] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)  # model -> version it routes to
+    epochs: dict[str, int] = field(default_factory=dict)  # model -> route epoch applied
+    inflight: dict[str, dict[str, int]] = field(default_factory=dict)
+    served: dict[str, dict[str, int]] = field(default_factory=dict)
+    health: dict[str, dict[str, HealthCheckResult]] = field(default_factory=dict)
+    # The load request (Fleet's desired set) each version's health or failure answers.
+    answered: dict[str, dict[str, int]] = field(default_factory=dict)
+    failures: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def count(self, table: str, model_id: str, version: str) -> int:
+        return getattr(self, table).get(model_id, {}).get(version, 0)
+
+    def has_loaded(self, model_id: str, version: str) -> bool:
+        return version in self.loaded.get(model_id, ())
+
+    def health_of(self, model_id: str, version: str) -> HealthCheckResult | None:
+        return self.health.get(model_id, {}).get(version)
+
+    def to_json(self) -> bytes:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["started_at"] = self.started_at.isoformat()
+        data["reported_at"] = self.reported_at.isoformat()
+        data["health"] = {
+            model_id: {version: result.as_dict() for version, result in by_version.items()}
+            for model_id, by_version in self.health.items()
+        }
+        return orjson.dumps(data)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ReplicaReport:
+        data = orjson.loads(raw)
+        data["started_at"] = datetime.fromisoformat(data["started_at"])
+        data["reported_at"] = datetime.fromisoformat(data["reported_at"])
+        data["health"] = {
+            model_id: {version: health_from_dict(h) for version, h in by_version.items()}
+            for model_id, by_version in data.get("health", {}).items()
+        }
+        return cls(**data)
+
+
+def health_from_dict(data: dict[str, Any]) -> HealthCheckResult:
+    data = dict(data)
+    data["checked_at"] = datetime.fromisoformat(data["checked_at"])
+    if data.get("output_shape") is not None:
+        data["output_shape"] = tuple(data["output_shape"])
+    return HealthCheckResult(**data)
+
+
+def nest(flat: dict[tuple[str, str], Any]) -> PerVersion:
+    """{(model, version): value} -> {model: {version: value}}, as reports carry it."""
+    nested: PerVersion = {}
+    for (model_id, version), value in flat.items():
+        nested.setdefault(model_id, {})[version] = value
+    return nested
+
+
+async def live_reports(redis: Redis, keys: FleetKeys) -> list[ReplicaReport]:
+    """Reports of the replicas whose heartbeat has not lapsed, in replica id order.
+
+    A replica killed without a word stops counting once its report key expires; its id
+    is dropped from the register here (it is added back by its next heartbeat, if any).
+    """
+    members = sorted(text(m) for m in await redis.smembers(keys.replicas))
+    if not members:
+        return []
+    raws = await redis.mget([keys.report(m) for m in members])
+    gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
+    if gone:
+        await redis.srem(keys.replicas, *gone)
+    return [ReplicaReport.from_json(raw) for raw in raws if raw is not None]

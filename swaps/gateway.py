@@ -1,0 +1,334 @@
+"""The V2 Open Inference Protocol over HTTP/JSON, as a bare ASGI application.
+
+No framework and no Django on this path: a request is a path split, a body read (with
+a size limit checked before it is read whole), a dict lookup for the route, a counter
+bump, the model on a worker thread, and one JSON encode. Every response to an
+inference names the `model_version` that answered.
+
+| endpoint | answer |
+|---|---|
+| `GET /v2` | server metadata |
+| `GET /v2/health/live`, `/v2/health/ready` | 200, or 503 while not ready |
+| `GET /v2/models/{m}[/versions/{v}]` | model metadata |
+| `GET /v2/models/{m}[/versions/{v}]/ready` | 200, or 503 while not ready |
+| `POST /v2/models/{m}/infer` | the model's active version answers |
+| `POST /v2/models/{m}/versions/{v}/infer` | version v answers (503 if not loaded here) |
+
+Errors are `{"error": "..."}`: 400 malformed request, 404 unknown model, version or
+endpoint, 405 wrong method, 413 body too large, 503 not ready or not loaded here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, Protocol
+
+import orjson
+
+from .engine.errors import NotServing, UnknownModel
+from .engine.ports import LoadedModel
+from .engine.runtimes import describe_exception
+from .engine.serving import Dispatcher
+from .v2_codec import BadRequest, check_inputs, decode_request, encode_response
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+SERVER_NAME = "hotswap"
+SERVER_VERSION = "0.1.0"
+DEFAULT_MAX_BODY_BYTES = 8 * 2**20
+# Enough threads that a few hanging requests leave room for the rest; the event loop
+# (health endpoints, heartbeats) never waits on them.
+INFERENCE_THREADS = 8
+
+NOT_READY = "this replica is not ready yet: it has not synced with the fleet"
+UNKNOWN_MODEL = "unknown model {model_id!r}"
+UNKNOWN_VERSION = "unknown version {version!r} of model {model_id!r}"
+NO_ACTIVE_VERSION = "model {model_id!r} has no active version on this replica"
+VERSION_NOT_LOADED = "version {version!r} of model {model_id!r} is not loaded on this replica"
+TOO_LARGE = "the body is larger than the {limit} bytes this server accepts"
+NO_ENDPOINT = "no such endpoint: {method} {path}"
+WRONG_METHOD = "{path} takes {allowed}, not {method}"
+MODEL_FAILED = "version {version!r} of model {model_id!r} failed on this request: {error}"
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class Backend(Protocol):
+    """What the gateway serves from: a replica (swaps.replica.Replica) in practice."""
+
+    dispatcher: Dispatcher
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Gateway:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        executor: Executor | None = None,
+        on_started: Callable[[], object] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.dispatcher = backend.dispatcher
+        self.max_body_bytes = max_body_bytes
+        self.executor = executor or ThreadPoolExecutor(
+            INFERENCE_THREADS, thread_name_prefix="inference"
+        )
+        self._on_started = on_started
+        self._started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if not self._started:  # a server without lifespan events (daphne)
+            await self.start()
+        try:
+            status, body, headers = await self._handle(scope, receive)
+        except HTTPError as exc:
+            status, body, headers = exc.status, _error(exc.message), JSON_HEADERS
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        await self.backend.start()
+        if self._on_started is not None:
+            self._on_started()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.backend.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- routing ------------------------------------------------------------------------
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list]:
+        method, path = scope["method"], scope["path"].rstrip("/")
+        parts = path.split("/")  # "", "v2", ...
+        if parts[:2] != ["", "v2"]:
+            raise HTTPError(404, NO_ENDPOINT.format(method=method, path=path))
+        rest = parts[2:]
+        if rest and rest[0] == "models" and len(rest) >= 2:
+            model_id, rest = rest[1], rest[2:]
+            version = None
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = rest[1], rest[2:]
+            if rest == ["infer"]:
+                _allow(method, "POST", path)
+                return await self._infer(scope, receive, model_id, version)
+            if rest == []:
+                _allow(method, "GET", path)
+                return _json(200, await self._metadata(model_id, version))
+            if rest == ["ready"]:
+                _allow(method, "GET", path)
+                return _json(200, await self._model_ready(model_id, version))
+        elif rest == []:
+            _allow(method, "GET", path)
+            return _json(
+                200,
+                {
+                    "name": SERVER_NAME,
+                    "version": SERVER_VERSION,
+                    "extensions": ["binary_tensor_data"],
+                },
+            )
+        elif rest == ["health", "live"]:
+            _allow(method, "GET", path)
+            return _json(200, {"live": True})
+        elif rest == ["health", "ready"]:
+            _allow(method, "GET", path)
+            if not self.backend.ready:
+                raise HTTPError(503, NOT_READY)
+            return _json(200, {"ready": True})
+        raise HTTPError(404, NO_ENDPOINT.format(method=method, path=path))
+
+    # -- inference ----------------------------------------------------------------------
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, model_id: str, version: str | None
+    ) -> tuple[int, bytes, list]:
+        body = await self._read_body(scope, receive)
+        header_length = _header(scope, b"inference-header-content-length")
+        try:
+            request = decode_request(body, header_length=header_length)
+        except BadRequest as exc:
+            raise HTTPError(400, exc.message) from None
+        chosen, model = await self._begin(model_id, version)
+        try:
+            inputs = check_inputs(request, model.inputs)
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self.executor, model.predict, inputs
+            )
+            payload, json_length = encode_response(
+                model_id=model_id, version=chosen, request=request, outputs=outputs
+            )
+        except BadRequest as exc:
+            raise HTTPError(400, exc.message) from None
+        except Exception as exc:
+            log.exception("version %s of model %s failed", chosen, model_id)
+            message = MODEL_FAILED.format(
+                model_id=model_id, version=chosen, error=describe_exception(exc)
+            )
+            raise HTTPError(500, message) from None
+        finally:
+            self.dispatcher.end(model_id, chosen)
+        if json_length is None:
+            return 200, payload, JSON_HEADERS
+        return (
+            200,
+            payload,
+            [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(json_length).encode()),
+            ],
+        )
+
+    async def _begin(self, model_id: str, version: str | None) -> tuple[str, LoadedModel]:
+        try:
+            return self.dispatcher.begin(model_id, version)
+        except (UnknownModel, NotServing):
+            await self._refuse(model_id, version)
+            raise
+
+    async def _refuse(self, model_id: str, version: str | None) -> None:
+        """Raise the HTTPError that says why this model (version) cannot answer here."""
+        known = await self.dispatcher.versions.versions(model_id)
+        if not known:
+            if not self.backend.ready:
+                raise HTTPError(503, NOT_READY)
+            raise HTTPError(404, UNKNOWN_MODEL.format(model_id=model_id))
+        if version is None:
+            raise HTTPError(503, NO_ACTIVE_VERSION.format(model_id=model_id))
+        if version not in known:
+            raise HTTPError(404, UNKNOWN_VERSION.format(model_id=model_id, version=version))
+        raise HTTPError(503, VERSION_NOT_LOADED.format(model_id=model_id, version=version))
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body, refused with 413 as soon as it is known to be too large."""
+        limit = self.max_body_bytes
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, TOO_LARGE.format(limit=limit))
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body", False) and len(body) <= limit:
+            return body
+        chunks, size = [body], len(body)
+        while message.get("more_body", False):
+            if size > limit:
+                raise HTTPError(413, TOO_LARGE.format(limit=limit))
+            message = await receive()
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, TOO_LARGE.format(limit=limit))
+        return b"".join(chunks)
+
+    # -- metadata and readiness -----------------------------------------------------------
+
+    async def _loaded(self, model_id: str, version: str | None) -> tuple[str, LoadedModel]:
+        chosen = version or self.dispatcher.router.resolve(model_id)
+        model = self.dispatcher.versions.loaded(model_id, chosen) if chosen else None
+        if model is None:
+            await self._refuse(model_id, version)
+            raise HTTPError(503, VERSION_NOT_LOADED.format(model_id=model_id, version=chosen))
+        return chosen, model
+
+    async def _metadata(self, model_id: str, version: str | None) -> dict[str, Any]:
+        _, model = await self._loaded(model_id, version)
+        return {
+            "name": model_id,
+            "versions": sorted(await self.dispatcher.versions.versions(model_id)),
+            "platform": model.platform,
+            "inputs": [t.as_dict() for t in model.inputs],
+            "outputs": [t.as_dict() for t in model.outputs],
+        }
+
+    async def _model_ready(self, model_id: str, version: str | None) -> dict[str, Any]:
+        chosen, _ = await self._loaded(model_id, version)
+        return {"name": model_id, "version": chosen, "ready": True}
+
+
+def mount(fallback: Callable, *, backend: Backend | None = None, prefix: str = "/v2") -> Callable:
+    """An ASGI app that sends `prefix` paths to a gateway and the rest to `fallback`.
+
+    For the console process (hotswap_site/asgi.py): without `backend`, the gateway
+    serves a replica configured from the environment, as `python -m swaps.replica` does.
+    """
+    if backend is None:
+        from .replica import ReplicaSettings
+
+        settings = ReplicaSettings.from_env()
+        backend = settings.replica()
+        gateway = Gateway(backend, max_body_bytes=settings.max_body_bytes)
+    else:
+        gateway = Gateway(backend)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == prefix or path.startswith(prefix + "/")):
+            await gateway(scope, receive, send)
+        else:
+            await fallback(scope, receive, send)
+
+    app.gateway = gateway  # type: ignore[attr-defined]
+    return app
+
+
+def _allow(method: str, allowed: str, path: str) -> None:
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise HTTPError(405, WRONG_METHOD.format(path=path, allowed=allowed, method=method))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _json(status: int, document: dict[str, Any]) -> tuple[int, bytes, list]:
+    return status, orjson.dumps(document), JSON_HEADERS
+
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})

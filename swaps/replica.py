@@ -1,0 +1,426 @@
+"""A serving replica: the engine's local objects, kept in step with the fleet in Redis.
+
+The inference path (`swaps.gateway`) reads only this process's route table and counts
+requests in flight locally. In the background one task keeps the replica in step:
+
+- every heartbeat it reads the fleet's state (specs, routes, the desired set) and writes
+  its report (`ReplicaReport`) with a time to live: its heartbeat;
+- on a change notification it does the same at once, so applying a new route and
+  acknowledging its epoch (the report) takes one round trip, not a heartbeat;
+- it loads what the desired set asks for (on a worker thread), health-checks it and
+  reports the result; it unloads what is marked to retire once nothing runs on it;
+- while a version it no longer routes to still has requests in flight, it reports every
+  ~50 ms, so a drain is seen to finish promptly.
+
+If Redis is unreachable the replica keeps serving its last routes and keeps retrying,
+logging once per outage. If Redis comes back empty it registers again and keeps its
+routes until the control plane republishes them (`Fleet.republish`).
+
+Run one with `python -m swaps.replica --port 8001` (see `main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import orjson
+from redis.asyncio import Redis
+
+from .engine import runtimes
+from .engine.errors import SwapError
+from .engine.fleet_keys import REDIS_DOWN, FleetKeys, parse_version_field, text
+from .engine.inflight import LocalInflight
+from .engine.ports import LoadedModel
+from .engine.reports import ReplicaReport, nest
+from .engine.results import HealthCheckResult, utcnow
+from .engine.router import LocalRouter
+from .engine.runtimes import describe_exception
+from .engine.serving import Dispatcher
+from .engine.spec import VersionSpec
+from .engine.versions import LocalVersions
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+# Reconnection backoff while Redis is away: quick at first, then every 2 s at most.
+RETRY_FIRST, RETRY_MAX = 0.1, 2.0
+
+
+@dataclass(frozen=True)
+class Desired:
+    request: int
+    retire_at: float | None
+
+    def retired(self, now: float) -> bool:
+        return self.retire_at is not None and now >= self.retire_at
+
+
+class ReplicaRouter(LocalRouter):
+    def replace(self, model_id: str, version: str, epoch: int) -> None:
+        """Install a route whatever its epoch: the fleet's state was published anew."""
+        with self.lock:
+            self._set(model_id, version, epoch)
+
+
+class Replica:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        namespace: str,
+        replica_id: str,
+        address: str = "",
+        heartbeat_interval: float = 0.5,
+        heartbeat_ttl: float = 3.0,
+        drain_report_interval: float = 0.05,
+        loader: Callable[[VersionSpec], LoadedModel] = runtimes.load,
+        health_timeout: float = 10.0,
+    ) -> None:
+        if heartbeat_ttl <= heartbeat_interval:
+            raise ValueError("heartbeat_ttl must be longer than heartbeat_interval")
+        self.redis = redis
+        self.keys = FleetKeys(namespace)
+        self.replica_id = replica_id
+        self.address = address
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_ttl = heartbeat_ttl
+        self.drain_report_interval = drain_report_interval
+        self.router = ReplicaRouter()
+        self.inflight = LocalInflight()
+        self.versions = LocalVersions(
+            loader=loader, health_timeout=health_timeout, replica=replica_id
+        )
+        self.versions.in_use = self.in_use
+        self.dispatcher = Dispatcher(
+            router=self.router, inflight=self.inflight, versions=self.versions
+        )
+        self.started_at = utcnow()
+        self._incarnation = ""
+        self._applied_in: dict[str, str] = {}  # model -> incarnation its route came from
+        self._specs: dict[bytes, bytes] = {}
+        self._desired: dict[Key, Desired] = {}
+        self._answered: dict[Key, int] = {}
+        self._failures: dict[Key, str] = {}
+        self._health: dict[Key, HealthCheckResult] = {}
+        self._loading: dict[Key, asyncio.Task] = {}
+        self._waiting_for_load: set[str] = set()  # models routed to a version not loaded yet
+        self._synced = False
+        self._outage = False
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # -- what the gateway asks ------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Synced with the fleet once, and every route it knows is applied and loaded."""
+        return self._synced and not self._waiting_for_load
+
+    def in_use(self, model_id: str, version: str) -> bool:
+        return (
+            self.router.resolve(model_id) == version
+            or self.inflight.pending_now(model_id, version) > 0
+        )
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._keep_in_step(), name=f"replica {self.replica_id} sync"),
+            asyncio.create_task(self._listen(), name=f"replica {self.replica_id} changes"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop syncing and leave the fleet (best effort: Redis may be gone)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._loading.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        with contextlib.suppress(*REDIS_DOWN, TimeoutError):
+            async with asyncio.timeout(1.0):
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.delete(self.keys.report(self.replica_id))
+                    pipe.srem(self.keys.replicas, self.replica_id)
+                    await pipe.execute()
+
+    async def sync_now(self) -> None:
+        """One read of the fleet's state and one report (tests and start-up use it)."""
+        await self._sync()
+        await self._report()
+
+    # -- the background task ----------------------------------------------------------------
+
+    async def _keep_in_step(self) -> None:
+        retry = RETRY_FIRST
+        while True:
+            try:
+                await self.sync_now()
+            except REDIS_DOWN as exc:
+                if not self._outage:
+                    log.warning(
+                        "replica %s lost Redis (%s); serving its last routes, retrying",
+                        self.replica_id,
+                        describe_exception(exc),
+                    )
+                    self._outage = True
+                delay, retry = retry, min(retry * 2, RETRY_MAX)
+            except Exception:  # a bug or a malformed record must not stop the heartbeat
+                log.exception("replica %s could not sync with the fleet", self.replica_id)
+                delay = self.heartbeat_interval
+            else:
+                if self._outage:
+                    log.warning("replica %s reached Redis again", self.replica_id)
+                    self._outage = False
+                retry = RETRY_FIRST
+                delay = self.drain_report_interval if self._draining() else self.heartbeat_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+
+    async def _listen(self) -> None:
+        """Wake the sync task on every change notification."""
+        retry = RETRY_FIRST
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.keys.changes)
+                    self._wake.set()  # a change may have come while not subscribed
+                    retry = RETRY_FIRST
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=self.heartbeat_interval
+                        )
+                        if message is not None:
+                            self._wake.set()
+            except REDIS_DOWN:
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX)
+
+    async def _sync(self) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.incarnation)
+            pipe.hgetall(self.keys.specs)
+            pipe.hgetall(self.keys.routes)
+            pipe.hgetall(self.keys.epochs)
+            pipe.hgetall(self.keys.desired)
+            incarnation, specs, routes, epochs, desired = await pipe.execute()
+        self._register(specs)
+        self._desired = {
+            parse_version_field(field): Desired(**orjson.loads(raw))
+            for field, raw in desired.items()
+        }
+        incarnation = text(incarnation) if incarnation is not None else self._incarnation
+        self._apply_routes(
+            {text(m): text(v) for m, v in routes.items()},
+            {text(m): int(e) for m, e in epochs.items()},
+            incarnation,
+        )
+        self._incarnation = incarnation
+        now = time.time()
+        for key, wanted in self._desired.items():
+            if not wanted.retired(now) and self._answered.get(key, -1) < wanted.request:
+                self._start_loading(key, wanted.request)
+        self._retire(now)
+        self._synced = True
+
+    def _register(self, specs: Mapping[bytes, bytes]) -> None:
+        for field, raw in specs.items():
+            if self._specs.get(field) != raw:
+                self.versions.register(VersionSpec.from_dict(orjson.loads(raw)))
+                self._specs[field] = raw
+
+    def _apply_routes(
+        self, routes: dict[str, str], epochs: dict[str, int], incarnation: str
+    ) -> None:
+        """Apply every route whose version is loaded here; load the others first.
+
+        A route published anew (a new incarnation, after Redis lost the state) replaces
+        the local one whatever its epoch. A route Redis no longer has is kept.
+        """
+        waiting = set()
+        for model_id, version in routes.items():
+            if self.versions.loaded(model_id, version) is None:
+                waiting.add(model_id)
+                wanted = self._desired.get((model_id, version))
+                self._start_loading((model_id, version), wanted.request if wanted else 0)
+                continue
+            epoch = epochs.get(model_id, 0)
+            if self._applied_in.get(model_id, incarnation) != incarnation:
+                self.router.replace(model_id, version, epoch)
+            else:
+                self.router.apply(model_id, version, epoch)
+            self._applied_in[model_id] = incarnation
+        self._waiting_for_load = waiting
+
+    def _start_loading(self, key: Key, request: int) -> None:
+        if key in self._loading or self._answered.get(key, -1) >= request:
+            return
+        self._loading[key] = asyncio.create_task(self._load(key, request))
+
+    async def _load(self, key: Key, request: int) -> None:
+        try:
+            await self.versions.load(*key)
+        except SwapError as exc:
+            self._failures[key] = exc.message
+            self._health.pop(key, None)
+        except Exception as exc:  # the runtimes wrap load failures; this is a safety net
+            self._failures[key] = describe_exception(exc)
+            self._health.pop(key, None)
+        else:
+            self._failures.pop(key, None)
+            self._health[key] = await self.versions.check_health(*key)
+        finally:
+            self._answered[key] = request
+            self._loading.pop(key, None)
+            self._wake.set()  # report (and apply a route waiting for it) at once
+
+    def _retire(self, now: float) -> None:
+        for key in self.versions.loaded_keys():
+            wanted = self._desired.get(key)
+            if wanted is None or not wanted.retired(now) or key in self._loading:
+                continue
+            if not self.in_use(*key):
+                self.versions.schedule_unload(key, 0)
+                self._health.pop(key, None)
+
+    def _draining(self) -> bool:
+        pending, _ = self.inflight.snapshot()
+        return any(self.router.resolve(model_id) != version for model_id, version in pending)
+
+    async def _report(self) -> None:
+        pending, served = self.inflight.snapshot()
+        routes = self.router.routes()
+        loaded: dict[str, list[str]] = {}
+        for model_id, version in self.versions.loaded_keys():
+            loaded.setdefault(model_id, []).append(version)
+        report = ReplicaReport(
+            replica_id=self.replica_id,
+            address=self.address,
+            pid=os.getpid(),
+            started_at=self.started_at,
+            reported_at=utcnow(),
+            incarnation=self._incarnation,
+            loaded=loaded,
+            routes={model_id: route.version for model_id, route in routes.items()},
+            epochs={model_id: route.epoch for model_id, route in routes.items()},
+            inflight=nest(pending),
+            served=nest(served),
+            health=nest(self._health),
+            answered=nest(self._answered),
+            failures=nest(self._failures),
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                self.keys.report(self.replica_id),
+                report.to_json(),
+                px=int(self.heartbeat_ttl * 1000),
+            )
+            pipe.sadd(self.keys.replicas, self.replica_id)
+            await pipe.execute()
+
+
+# -- running one ------------------------------------------------------------------------
+
+
+def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise SystemExit(f"{name}={raw!r} must be more than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """What a replica process reads from its environment (the names settings.py uses)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    namespace: str = "hotswap"
+    replica_id: str = ""
+    heartbeat_interval: float = 0.5
+    heartbeat_ttl: float = 3.0
+    max_body_bytes: int = 8 * 2**20
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ReplicaSettings:
+        raw_max = environ.get("HOTSWAP_MAX_BODY_BYTES", "")
+        if raw_max and (not raw_max.isdigit() or int(raw_max) < 1):
+            raise SystemExit(f"HOTSWAP_MAX_BODY_BYTES={raw_max!r} must be a whole number of bytes")
+        return cls(
+            redis_url=environ.get("REDIS_URL") or cls.redis_url,
+            namespace=environ.get("HOTSWAP_NAMESPACE") or cls.namespace,
+            replica_id=environ.get("HOTSWAP_REPLICA_ID", ""),
+            heartbeat_interval=_env_float(
+                environ, "HOTSWAP_HEARTBEAT_INTERVAL", cls.heartbeat_interval
+            ),
+            heartbeat_ttl=_env_float(environ, "HOTSWAP_HEARTBEAT_TTL", cls.heartbeat_ttl),
+            max_body_bytes=int(raw_max) if raw_max else cls.max_body_bytes,
+        )
+
+    def replica(self, *, address: str = "", default_id: str = "") -> Replica:
+        redis = Redis.from_url(self.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return Replica(
+            redis,
+            namespace=self.namespace,
+            replica_id=self.replica_id or default_id or f"{socket.gethostname()}-{os.getpid()}",
+            address=address,
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_ttl=self.heartbeat_ttl,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the V2 protocol for the fleet under uvicorn with httptools (see README)."""
+    import uvicorn
+
+    from .gateway import Gateway
+
+    parser = argparse.ArgumentParser(
+        prog="python -m swaps.replica", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = ReplicaSettings.from_env()
+    replica = settings.replica(
+        address=f"http://{args.host}:{args.port}",
+        default_id=f"{socket.gethostname()}:{args.port}",
+    )
+    app = Gateway(replica, max_body_bytes=settings.max_body_bytes, on_started=gc.freeze)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        http="httptools",
+        loop="asyncio",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()
