@@ -16,7 +16,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from swaps.fleet_state import republish_at_startup  # noqa: E402
 from swaps.routing import websocket_urlpatterns  # noqa: E402
+
+# The database is the source of truth for routes: put them back in Redis as we start.
+republish_at_startup()
 
 # SEAM (V2 inference gateway): `swaps.gateway` is a bare ASGI app for HTTP paths under
 # /v2 (the Open Inference Protocol). It goes in front of Django for those paths only,

@@ -38,8 +38,9 @@ else:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
-# Pytest imports these settings in-process; tests render pages without collectstatic,
-# so they keep plain static storage whatever DEBUG says. This is the one test override.
+# Pytest imports these settings in-process. The test overrides all hang on this flag:
+# plain static storage (tests render pages without collectstatic), a file-backed SQLite
+# test database, and no fleet republish when the ASGI app is imported.
 TESTING = "pytest" in sys.modules
 
 # --- Hotswap ----------------------------------------------------------------------------
@@ -55,6 +56,23 @@ HOTSWAP_HEARTBEAT_TTL = env_seconds("HOTSWAP_HEARTBEAT_TTL", default=3.0)
 HOTSWAP_MAX_BODY_BYTES = env_int("HOTSWAP_MAX_BODY_BYTES", default=8 * 1024 * 1024, minimum=1)
 HOTSWAP_RUN_DIR = Path(env_str("HOTSWAP_RUN_DIR", default=str(BASE_DIR / "run"))).resolve()
 HOTSWAP_RUN_DIR.mkdir(parents=True, exist_ok=True)
+# How long the control plane waits for every live replica to apply a route flip, and
+# to load and health-check a version, before it gives up (and restores the route).
+HOTSWAP_ACK_TIMEOUT = env_seconds("HOTSWAP_ACK_TIMEOUT", default=10.0)
+HOTSWAP_LOAD_TIMEOUT = env_seconds("HOTSWAP_LOAD_TIMEOUT", default=120.0)
+# Whoever runs a swap or rollback holds a lease in Redis, renewed every third of this;
+# a lease that lapses means its runner died, and the recovery sweep takes over.
+HOTSWAP_LEASE_TTL = env_seconds("HOTSWAP_LEASE_TTL", default=10.0)
+# How often each RQ worker looks for operations whose runner died (and for a Redis
+# that came back empty); it also looks when it starts.
+HOTSWAP_SWEEP_INTERVAL = env_seconds("HOTSWAP_SWEEP_INTERVAL", default=60.0)
+# The RQ queue swap, rollback and recovery jobs go to (RQ_QUEUES below).
+HOTSWAP_RQ_QUEUE = env_key_prefix("HOTSWAP_RQ_QUEUE", default="swaps")
+# Largest JSON body the control-plane API reads; larger ones get 413.
+HOTSWAP_API_MAX_BODY_BYTES = env_int("HOTSWAP_API_MAX_BODY_BYTES", default=64 * 1024, minimum=1)
+# Web and worker processes republish routes and desired versions from the database when
+# they start. Tests start their own fleets, so importing the ASGI app must not.
+HOTSWAP_REPUBLISH_ON_START = env_bool("HOTSWAP_REPUBLISH_ON_START", default=not TESTING)
 
 # --- Applications -------------------------------------------------------------------------
 
@@ -115,6 +133,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    if TESTING:
+        # A file, not SQLite's in-memory test database: the RQ worker and replica
+        # processes that integration tests start must read the same rows.
+        DATABASES["default"]["TEST"] = {"NAME": str(HOTSWAP_RUN_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -133,10 +155,14 @@ else:
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 360},
     # Swap and rollback jobs wait out a drain, so they may run well past the drain timeout.
-    "swaps": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
+    HOTSWAP_RQ_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
 }
-# A job enqueued inside a transaction must not start before the rows it reads exist.
-RQ = {"COMMIT_MODE": "on_db_commit"}
+RQ = {
+    # A job enqueued inside a transaction must not start before the rows it reads exist.
+    "COMMIT_MODE": "on_db_commit",
+    # `manage.py rqworker` sweeps for orphaned swaps at start and every sweep interval.
+    "WORKER_CLASS": "swaps.worker.SweepingWorker",
+}
 
 # --- Auth -------------------------------------------------------------------------------
 

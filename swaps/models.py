@@ -1,1 +1,288 @@
-"""Control-plane records: model versions, swaps, rollback requests and the audit log."""
+"""Control-plane records: model versions, swaps, rollback requests and the audit log.
+
+The database is the source of truth for which version each model serves
+(`ServedModel.active_version`); Redis holds the fleet's fast copy and is republished
+from here (`fleet_state.republish_from_database`). Rows change only through the domain
+modules (registry, swapping, rollbacks, audit, tokens), never from views or the admin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from swaps.engine.spec import RUNTIMES, TensorSpec, VersionSpec
+
+# Model and version names travel in V2 URLs and Redis keys: keep them plain.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_HELP = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+name_validator = RegexValidator(NAME_PATTERN, f"use {NAME_HELP}")
+
+
+class ServedModel(models.Model):
+    name = models.CharField(max_length=64, unique=True, validators=[name_validator])
+    description = models.TextField(blank=True)
+    # Set by the domain when the fleet's route flips (swapping.record_transition), never
+    # edited by hand: the admin shows it read-only.
+    active_version = models.ForeignKey(
+        "ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    rollback_requires_approval = models.BooleanField(
+        default=False,
+        help_text="Rollbacks wait until a second user with the approve permission approves.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    served_model = models.ForeignKey(ServedModel, on_delete=models.PROTECT, related_name="versions")
+    version = models.CharField(max_length=64, validators=[name_validator])
+    runtime = models.CharField(max_length=16, choices=[(r, r) for r in RUNTIMES])
+    artifact = models.CharField(
+        max_length=1024, help_text="A file path (sklearn, onnx) or package.module:factory (python)"
+    )
+    sample_input = models.JSONField(help_text="A batch the health check feeds to the model")
+    expected_output_shape = models.JSONField(help_text="e.g. [-1] (-1: any size)")
+    expected_output_dtype = models.CharField(max_length=16, help_text="A V2 datatype, e.g. INT64")
+    memory_limit_bytes = models.PositiveBigIntegerField()
+    inputs = models.JSONField(default=list, blank=True)
+    outputs = models.JSONField(default=list, blank=True)
+    registered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    registered_at = models.DateTimeField(auto_now_add=True)
+    # When the fleet first routed to it: a rollback may only target a version that served.
+    first_served_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["served_model__name", "registered_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["served_model", "version"], name="one_record_per_model_version"
+            )
+        ]
+        permissions = [("register_version", "Can register a model version")]
+
+    def __str__(self) -> str:
+        return f"{self.served_model.name} {self.version}"
+
+    def as_spec(self) -> VersionSpec:
+        return VersionSpec(
+            model_id=self.served_model.name,
+            version=self.version,
+            runtime=self.runtime,
+            artifact=self.artifact,
+            sample_input=self.sample_input,
+            expected_output_shape=tuple(self.expected_output_shape),
+            expected_output_dtype=self.expected_output_dtype,
+            memory_limit_bytes=self.memory_limit_bytes,
+            inputs=tuple(TensorSpec.from_dict(t) for t in self.inputs),
+            outputs=tuple(TensorSpec.from_dict(t) for t in self.outputs),
+        )
+
+
+class Swap(models.Model):
+    """One swap, rollback or first deploy of a model, from request to final state."""
+
+    class Kind(models.TextChoices):
+        SWAP = "swap"
+        ROLLBACK = "rollback"
+        DEPLOY = "deploy"
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # accepted, its runner not started yet
+        SWAPPING = "swapping"
+        DRAINING = "draining"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    RUNNING = (State.PENDING, State.SWAPPING, State.DRAINING)
+    FINAL = (State.COMPLETED, State.FAILED)
+
+    served_model = models.ForeignKey(ServedModel, on_delete=models.PROTECT, related_name="swaps")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SWAP)
+    from_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    message = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    rq_job_id = models.CharField(max_length=200, blank=True)
+    requests_drained = models.PositiveIntegerField(null=True, blank=True)
+    requests_remaining = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The database's own guard against two operations on one model: of two
+            # simultaneous requests, the second insert fails whatever the timing.
+            models.UniqueConstraint(
+                fields=["served_model"],
+                condition=Q(state__in=["pending", "swapping", "draining"]),
+                name="one_running_operation_per_model",
+            )
+        ]
+        permissions = [("start_swap", "Can start a swap")]
+
+    def __str__(self) -> str:
+        source = self.from_version.version if self.from_version else "-"
+        return f"{self.kind} {self.served_model.name} {source} -> {self.to_version.version}"
+
+    @property
+    def is_running(self) -> bool:
+        return self.state in self.RUNNING
+
+
+class SwapTransition(models.Model):
+    """Every state a swap passed through, and each pending-count change while draining."""
+
+    swap = models.ForeignKey(Swap, on_delete=models.CASCADE, related_name="transitions")
+    state = models.CharField(max_length=16, choices=Swap.State.choices)
+    pending_requests = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.swap_id} {self.state} at {self.at:%H:%M:%S.%f}"
+
+
+class RollbackRequest(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting for approval"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    served_model = models.ForeignKey(
+        ServedModel, on_delete=models.PROTECT, related_name="rollback_requests"
+    )
+    from_version = models.ForeignKey(
+        ModelVersion, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    target_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField()
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    approval_required = models.BooleanField()
+    state = models.CharField(max_length=16, choices=State.choices)
+    # Who approved or rejected it; empty when no approval was required.
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # The rollback it started, once approved (or at once when no approval is required).
+    swap = models.OneToOneField(
+        Swap, null=True, blank=True, on_delete=models.PROTECT, related_name="rollback_request"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [
+            ("request_rollback", "Can request a rollback"),
+            ("approve_rollback", "Can approve or reject a rollback request"),
+        ]
+
+    def __str__(self) -> str:
+        return f"rollback of {self.served_model.name} to {self.target_version.version}"
+
+
+class AppendOnly(Exception):
+    """Raised on any attempt to change or remove an audit entry."""
+
+
+AUDIT_IS_APPEND_ONLY = "the audit log is append-only: entries are never changed or deleted"
+
+
+class AuditQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        raise AppendOnly(AUDIT_IS_APPEND_ONLY)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnly(AUDIT_IS_APPEND_ONLY)
+
+
+class AuditEntry(models.Model):
+    """One attempt to change something, allowed or refused, or an operation's outcome.
+
+    Names are copied rather than linked: an entry must outlive the user, model or
+    version it mentions, and a refused attempt may name things that never existed.
+    Written only by `swaps.audit.audit`.
+    """
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "accepted"
+        REFUSED = "refused"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=150, help_text="username, or 'anonymous'")
+    via = models.CharField(max_length=16, help_text="api, session, cli, admin, worker")
+    action = models.CharField(max_length=32, db_index=True)
+    model = models.CharField(max_length=64, blank=True, db_index=True)
+    from_version = models.CharField(max_length=64, blank=True)
+    to_version = models.CharField(max_length=64, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    details = models.JSONField(default=dict, blank=True)
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.outcome}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnly(AUDIT_IS_APPEND_ONLY)
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnly(AUDIT_IS_APPEND_ONLY)
+
+
+class ApiToken(models.Model):
+    """A bearer token for automation. Only the SHA-256 of its secret is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    # The secret's first characters, so a person can tell their tokens apart.
+    prefix = models.CharField(max_length=12, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}...) of {self.user}"

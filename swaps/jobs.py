@@ -1,0 +1,73 @@
+"""RQ jobs: a thin layer that takes ids, loads rows and calls the domain.
+
+Jobs go to the HOTSWAP_RQ_QUEUE queue. Enqueueing inside a transaction waits for the
+commit (django-rq's on_db_commit mode), so a job never looks for a row that is not
+there yet. Job ids are derived from the swap (and the namespace), so a job's id is
+on the record before the job exists, and the recovery sweep can look it up.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import django_rq
+from django.conf import settings
+from rq.job import Job
+
+from swaps import swapping
+from swaps.models import Swap
+
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def run_swap(swap_id: int) -> str:
+    """Run a swap or first deploy from start to its final state."""
+    return swapping.run_swap(swap_id=swap_id).state
+
+
+def drain_rollback(swap_id: int) -> str:
+    """The second half of a rollback whose route already flipped: drain, complete."""
+    return swapping.resume_swap(swap_id=swap_id).state
+
+
+def recover_swap(swap_id: int, reason: str) -> str:
+    """Finish (or fail) an operation whose runner died; make the database match."""
+    return swapping.resume_swap(swap_id=swap_id, reason=reason).state
+
+
+def job_id(kind: str, swap_id: int, *, unique: bool = False) -> str:
+    """e.g. "hotswap-swap-42": RQ ids are global to its Redis, so the namespace is in."""
+    name = f"{settings.HOTSWAP_NAMESPACE}-{kind}-{swap_id}"
+    if unique:
+        name += f"-{uuid.uuid4().hex[:8]}"
+    return _NOT_ID.sub("_", name)
+
+
+def queue() -> django_rq.queues.DjangoRQ:
+    return django_rq.get_queue(settings.HOTSWAP_RQ_QUEUE)
+
+
+def enqueue_swap(swap: Swap) -> Job | None:
+    """Queue the swap's job once the transaction commits; its id is on the record now."""
+    swap.rq_job_id = job_id("swap", swap.pk)
+    Swap.objects.filter(pk=swap.pk).update(rq_job_id=swap.rq_job_id)
+    return queue().enqueue(run_swap, swap.pk, job_id=swap.rq_job_id)
+
+
+def enqueue_drain(swap_id: int) -> Job | None:
+    rq_job_id = job_id("drain", swap_id)
+    Swap.objects.filter(pk=swap_id).update(rq_job_id=rq_job_id)
+    return queue().enqueue(drain_rollback, swap_id, job_id=rq_job_id)
+
+
+def enqueue_recovery(swap: Swap, *, reason: str) -> Job | None:
+    """Queue a recovery, unless another sweep claimed the swap first (conditional UPDATE)."""
+    rq_job_id = job_id("recover", swap.pk, unique=True)
+    claimed = Swap.objects.filter(
+        pk=swap.pk, rq_job_id=swap.rq_job_id, state__in=Swap.RUNNING
+    ).update(rq_job_id=rq_job_id)
+    if not claimed:
+        return None
+    swap.rq_job_id = rq_job_id
+    return queue().enqueue(recover_swap, swap.pk, reason, job_id=rq_job_id)

@@ -1,0 +1,83 @@
+"""`manage.py register_version MODEL VERSION ...`: record a new model version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+
+from swaps import documents, registry
+from swaps.management.base import DomainCommand, parse_json
+
+SPEC_FIELDS = (
+    "runtime",
+    "artifact",
+    "sample_input",
+    "expected_output_shape",
+    "expected_output_dtype",
+    "memory_limit_bytes",
+    "inputs",
+    "outputs",
+)
+MISSING = "missing {names}: pass them as options or in --spec"
+
+
+class Command(DomainCommand):
+    help = (
+        "Register VERSION of MODEL (creating the model if new). Give the fields as options "
+        "or as a VersionSpec JSON file (--spec; `python -m swaps.demo_models DIR` prints some)."
+    )
+    acts_as_user = True
+
+    def add_command_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("model")
+        parser.add_argument("version")
+        parser.add_argument("--spec", type=Path, help="a JSON file with the fields below")
+        parser.add_argument("--runtime", help="sklearn, onnx or python")
+        parser.add_argument("--artifact", help="file path, or package.module:factory")
+        parser.add_argument("--sample-input", help="JSON, e.g. [[5.1, 3.5, 1.4, 0.2]]")
+        parser.add_argument("--expected-output-shape", help="JSON, e.g. [-1]")
+        parser.add_argument("--expected-output-dtype", help="a V2 datatype, e.g. INT64")
+        parser.add_argument("--memory-limit-bytes", type=int)
+        parser.add_argument("--inputs", help="JSON list of {name, datatype, shape}")
+        parser.add_argument("--outputs", help="JSON list of {name, datatype, shape}")
+
+    def run(self, **options: Any) -> tuple[Any, str]:
+        fields = _from_file(options["spec"]) if options["spec"] else {}
+        for name in SPEC_FIELDS:
+            value = options.get(name)
+            if value is None:
+                continue
+            if name in ("sample_input", "expected_output_shape", "inputs", "outputs"):
+                value = parse_json(value, option="--" + name.replace("_", "-"))
+            fields[name] = value
+        fields.setdefault("inputs", [])
+        fields.setdefault("outputs", [])
+        missing = [name for name in SPEC_FIELDS if name not in fields]
+        if missing:
+            raise CommandError(
+                MISSING.format(names=", ".join("--" + n.replace("_", "-") for n in missing))
+            )
+        version = registry.register_version(
+            model=options["model"],
+            version=options["version"],
+            **fields,
+            user=options["user"],
+            via="cli",
+        )
+        text = f"registered {version.served_model.name} {version.version} ({version.runtime})"
+        return documents.version_document(version), text
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise CommandError(f"cannot read --spec {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise CommandError(f"--spec {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CommandError(f"--spec {path} must hold a JSON object")
+    return {name: data[name] for name in SPEC_FIELDS if name in data}

@@ -1,0 +1,25 @@
+"""`manage.py reject_rollback ID`: turn down another user's rollback request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from swaps import documents, rollbacks
+from swaps.management.base import DomainCommand
+from swaps.management.commands.rollback import describe
+
+
+class Command(DomainCommand):
+    help = "Reject rollback request ID (not your own); nothing else changes."
+    acts_as_user = True
+
+    def add_command_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("request_id", type=int)
+
+    def run(self, **options: Any) -> tuple[Any, str]:
+        request = rollbacks.reject_rollback(
+            request_id=options["request_id"], user=options["user"], via="cli"
+        )
+        return documents.rollback_document(request), describe(request)

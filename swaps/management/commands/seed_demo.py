@@ -1,0 +1,132 @@
+"""`manage.py seed_demo`: the demo's models, versions and users. Safe to run again."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.core.management.base import CommandParser
+
+from swaps import audit, fleet_state, registry, swapping
+from swaps.demo_models import IRIS_MODEL_ID, build_demo_models
+from swaps.engine.errors import SwapError
+from swaps.management.base import DomainCommand
+from swaps.models import ModelVersion, ServedModel
+
+# Who does what in the demo: the groups' permissions, and the users in them.
+GROUPS = {
+    "operators": ["start_swap", "request_rollback", "register_version"],
+    "approvers": ["approve_rollback", "request_rollback"],
+}
+USERS = {"alice": "operators", "bob": "approvers", "mallory": None}
+FIRST_VERSION = "1"
+
+
+class Command(DomainCommand):
+    help = (
+        "Build the iris demo versions into $HOTSWAP_RUN_DIR/models and register them "
+        "(iris 1 active, rollbacks approval-gated), and make the users alice (operator), "
+        "bob (approver) and mallory (no rights). Passwords come from "
+        "HOTSWAP_DEMO_PASSWORD, or are made up and printed once."
+    )
+
+    def add_command_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--no-approval",
+            action="store_true",
+            help="let rollbacks of iris run without a second user's approval",
+        )
+
+    def run(self, **options: Any) -> tuple[Any, str]:
+        lines: list[str] = []
+        groups = {name: _group(name, codenames) for name, codenames in GROUPS.items()}
+        passwords = {}
+        for username, group in USERS.items():
+            password = _user(username, groups.get(group))
+            if password:
+                passwords[username] = password
+                lines.append(f"user {username} created, password: {password}")
+        operator = get_user_model().objects.get(username="alice")
+        registered = []
+        for spec in build_demo_models(Path(settings.HOTSWAP_RUN_DIR) / "models"):
+            if ModelVersion.objects.filter(
+                served_model__name=spec.model_id, version=spec.version
+            ).exists():
+                continue
+            registry.register_version(
+                model=spec.model_id,
+                version=spec.version,
+                runtime=spec.runtime,
+                artifact=spec.artifact,
+                sample_input=spec.sample_input,
+                expected_output_shape=list(spec.expected_output_shape),
+                expected_output_dtype=spec.expected_output_dtype,
+                memory_limit_bytes=spec.memory_limit_bytes,
+                inputs=[t.as_dict() for t in spec.inputs],
+                outputs=[t.as_dict() for t in spec.outputs],
+                user=operator,
+                via="cli",
+            )
+            registered.append(f"{spec.model_id} {spec.version}")
+        if registered:
+            lines.append(f"registered {', '.join(registered)}")
+        iris = ServedModel.objects.get(name=IRIS_MODEL_ID)
+        if iris.active_version is None:
+            # The first route comes from the database, like any republish: no replica
+            # needs to be running yet.
+            swapping.mark_active(served=iris, version=FIRST_VERSION)
+            audit.audit(
+                actor="seed_demo",
+                via="cli",
+                action="seed_demo",
+                outcome="completed",
+                model=iris.name,
+                to_version=FIRST_VERSION,
+            )
+            lines.append(f"{iris.name} serves version {FIRST_VERSION}")
+        if iris.rollback_requires_approval == options["no_approval"]:
+            registry.set_rollback_approval(
+                model=iris, required=not options["no_approval"], user=operator, via="cli"
+            )
+        lines.append(_republish())
+        document = {
+            "users": {u: (g or "no rights") for u, g in USERS.items()},
+            "passwords": passwords,
+            "registered": registered,
+            "active": {iris.name: iris.active_version.version},
+            "rollback_requires_approval": not options["no_approval"],
+        }
+        return document, "\n".join(lines)
+
+
+def _group(name: str, codenames: list[str]) -> Group:
+    group, _ = Group.objects.get_or_create(name=name)
+    group.permissions.set(
+        Permission.objects.filter(content_type__app_label="swaps", codename__in=codenames)
+    )
+    return group
+
+
+def _user(username: str, group: Group | None) -> str | None:
+    """Make the user if missing; return its password only when it was just made."""
+    users = get_user_model().objects
+    if users.filter(username=username).exists():
+        return None
+    password = os.environ.get("HOTSWAP_DEMO_PASSWORD") or secrets.token_urlsafe(9)
+    user = users.create_user(username=username, password=password)
+    if group is not None:
+        user.groups.add(group)
+    return password
+
+
+def _republish() -> str:
+    try:
+        snapshot = fleet_state.republish_from_database()
+    except SwapError as exc:
+        return f"the fleet was not told yet ({exc.message}); workers and replicas will be"
+    return f"published {len(snapshot.specs)} versions and {len(snapshot.routes)} routes"

@@ -1,0 +1,101 @@
+"""The recovery sweep: operations whose runner died are finished or failed, never left.
+
+A swap's runner (job, rollback request, drain job) holds the swap's lease while it
+works (leases.py). The sweep looks at every record that is not final and takes over
+those with no lease and no job still waiting to run: it queues a recovery job, which
+resumes the operation through the engine (Draining: drain and complete; Swapping:
+complete if the route flipped, else fail with routing untouched) and makes the
+database match the fleet. Each RQ worker sweeps when it starts and then every
+HOTSWAP_SWEEP_INTERVAL (swaps/worker.py); `manage.py sweep_swaps` sweeps on demand.
+
+The sweep first checks whether Redis came back empty, and republishes the fleet state
+from the database if so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from swaps import audit, fleet_state, jobs, leases
+from swaps.engine.errors import SwapError
+from swaps.models import Swap
+
+log = logging.getLogger(__name__)
+
+# A Pending record is committed a moment before its job is queued (on commit) and before
+# its runner takes the lease: give it this long before calling it lost.
+PENDING_GRACE = timedelta(seconds=30)
+WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+
+RUNNER_STOPPED = "recovered after its runner stopped ({why})"
+
+
+@dataclass
+class SweepReport:
+    republished: bool = False
+    recovering: list[int] = field(default_factory=list)  # swap ids handed to recovery jobs
+    fleet_error: str = ""
+
+
+def sweep() -> SweepReport:
+    """Republish an empty Redis; queue a recovery for each operation without a runner."""
+    report = SweepReport()
+    try:
+        report.republished = fleet_state.republish_if_empty()
+    except SwapError as exc:
+        report.fleet_error = exc.message
+        log.warning("sweep: the fleet cannot be reached: %s", exc.message)
+    running = list(Swap.objects.filter(state__in=Swap.RUNNING).select_related("served_model"))
+    if not running:
+        return report
+    leased = leases.leased_swaps([swap.pk for swap in running])
+    connection = jobs.queue().connection
+    for swap in running:
+        if swap.pk in leased:
+            continue
+        why = _orphaned(swap, connection)
+        if why is None:
+            continue
+        reason = RUNNER_STOPPED.format(why=why)
+        if jobs.enqueue_recovery(swap, reason=reason) is not None:
+            report.recovering.append(swap.pk)
+            audit.audit(
+                actor="sweep",
+                via="worker",
+                action=audit.RECOVER,
+                outcome="accepted",
+                model=swap.served_model.name,
+                details={"swap": swap.pk, "reason": reason, "job": swap.rq_job_id},
+            )
+            log.warning("sweep: swap %s of %s: %s", swap.pk, swap.served_model.name, reason)
+    return report
+
+
+def _orphaned(swap: Swap, connection) -> str | None:
+    """Why nobody is running this unleased operation, or None if its job will."""
+    if swap.state == Swap.State.PENDING and timezone.now() - swap.created_at < PENDING_GRACE:
+        return None
+    if not swap.rq_job_id:
+        return "no job, and its lease lapsed"
+    try:
+        job = Job.fetch(swap.rq_job_id, connection=connection)
+    except NoSuchJobError:
+        return f"job {swap.rq_job_id} is gone"
+    status = job.get_status(refresh=False)
+    if status in WAITING:
+        return None
+    if status == JobStatus.STARTED:
+        started = job.started_at
+        lease = timedelta(seconds=settings.HOTSWAP_LEASE_TTL)
+        # Just started: its runner may not have taken the lease yet.
+        if started is not None and timezone.now() - started < lease:
+            return None
+        return f"job {swap.rq_job_id} was running, but its lease lapsed: its worker died"
+    return f"job {swap.rq_job_id} is {status}"

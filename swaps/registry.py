@@ -1,0 +1,205 @@
+"""Registering model versions (and the served models they belong to).
+
+A version record is immutable once registered: replicas may have loaded it, and
+swap records point at it. Registering a version of a model that does not exist yet
+creates the model, which serves nothing until its first deploy.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from swaps import audit, fleet_state, permissions
+from swaps.engine.errors import SwapError
+from swaps.engine.spec import RUNTIMES, TensorSpec
+from swaps.engine.tensors import V2_TO_NUMPY
+from swaps.models import NAME_HELP, NAME_PATTERN, ModelVersion, ServedModel
+from swaps.refusals import Conflict, NotFound, invalid_fields
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_MODEL = "model {model!r} does not exist"
+ALREADY_REGISTERED = "version {version!r} of model {model!r} is already registered"
+NOT_PUBLISHED = (
+    "version %s of model %s is registered but not yet published to the fleet (%s); "
+    "the first swap to it publishes it"
+)
+
+_NAME = re.compile(NAME_PATTERN)
+
+
+def get_model(name: str) -> ServedModel:
+    try:
+        return ServedModel.objects.select_related("active_version").get(name=name)
+    except ServedModel.DoesNotExist:
+        raise NotFound(UNKNOWN_MODEL.format(model=name)) from None
+
+
+def all_models() -> list[ServedModel]:
+    return list(ServedModel.objects.select_related("active_version"))
+
+
+def register_version(
+    *,
+    model: str,
+    version: Any,
+    runtime: Any,
+    artifact: Any,
+    sample_input: Any,
+    expected_output_shape: Any,
+    expected_output_dtype: Any,
+    memory_limit_bytes: Any,
+    inputs: Any = (),
+    outputs: Any = (),
+    user: permissions.User,
+    via: str,
+) -> ModelVersion:
+    """Record a new version (creating its model if new) and publish it to the fleet.
+
+    Every field is checked, types included, and every fault named at once. Publishing
+    is best effort: a fleet that is down does not lose the registration, as each swap
+    publishes the versions it needs first.
+    """
+    with audit.attempt(
+        actor=user,
+        via=via,
+        action=audit.REGISTER_VERSION,
+        model=model,
+        to_version=version if isinstance(version, str) else "",
+    ) as record:
+        permissions.require(user, permissions.REGISTER_VERSION, action="register a version")
+        fields = check_version_fields(
+            model=model,
+            version=version,
+            runtime=runtime,
+            artifact=artifact,
+            sample_input=sample_input,
+            expected_output_shape=expected_output_shape,
+            expected_output_dtype=expected_output_dtype,
+            memory_limit_bytes=memory_limit_bytes,
+            inputs=inputs,
+            outputs=outputs,
+        )
+        try:
+            with transaction.atomic():
+                served, _ = ServedModel.objects.get_or_create(name=model)
+                registered = ModelVersion.objects.create(
+                    served_model=served, registered_by=_user_or_none(user), **fields
+                )
+                record.accepted(runtime=runtime, artifact=artifact)
+        except IntegrityError:
+            raise Conflict(ALREADY_REGISTERED.format(version=version, model=model)) from None
+    _publish(registered)
+    return registered
+
+
+def set_rollback_approval(
+    *, model: ServedModel, required: bool, user: permissions.User, via: str
+) -> ServedModel:
+    """Turn approval-gated rollbacks on or off for a model (register permission)."""
+    with audit.attempt(
+        actor=user,
+        via=via,
+        action="set_rollback_approval",
+        model=model.name,
+        details={"required": required},
+    ) as record:
+        permissions.require(user, permissions.REGISTER_VERSION, action="change a model")
+        with transaction.atomic():
+            ServedModel.objects.filter(pk=model.pk).update(rollback_requires_approval=required)
+            record.accepted()
+    model.refresh_from_db()
+    return model
+
+
+def _publish(version: ModelVersion) -> None:
+    spec = version.as_spec()
+
+    async def publish(engine: fleet_state.Engine) -> None:
+        await engine.publish_spec(spec)
+
+    try:
+        fleet_state.run(publish)
+    except SwapError as exc:
+        log.warning(NOT_PUBLISHED, spec.version, spec.model_id, exc.message)
+
+
+def _user_or_none(user: permissions.User):
+    return user if user is not None and user.is_authenticated else None
+
+
+def check_version_fields(**given: Any) -> dict[str, Any]:
+    """The model fields of a version, or one refusal naming every bad one."""
+    problems: dict[str, str] = {}
+    for name in ("model", "version"):
+        value = given[name]
+        if not isinstance(value, str) or not _NAME.match(value):
+            problems[name] = f"must be {NAME_HELP}"
+    if given["runtime"] not in RUNTIMES:
+        problems["runtime"] = f"must be one of {', '.join(RUNTIMES)}"
+    artifact = given["artifact"]
+    if not isinstance(artifact, str) or not artifact.strip() or len(artifact) > 1024:
+        problems["artifact"] = "must be a file path or package.module:factory (1-1024 characters)"
+    elif given["runtime"] == "python" and ":" not in artifact:
+        problems["artifact"] = "a python version's artifact is package.module:factory"
+    sample = given["sample_input"]
+    if not isinstance(sample, list) or not sample or not _numeric_rows(sample):
+        problems["sample_input"] = "must be a non-empty list of rows of numbers, e.g. [[1.0, 2.0]]"
+    shape = given["expected_output_shape"]
+    if not (
+        isinstance(shape, list)
+        and shape
+        and all(type(d) is int and (d > 0 or d == -1) for d in shape)
+    ):
+        problems["expected_output_shape"] = "must be a list of sizes (-1 for any), e.g. [-1]"
+    if given["expected_output_dtype"] not in V2_TO_NUMPY:
+        problems["expected_output_dtype"] = "must be a V2 datatype, e.g. INT64 or FP32"
+    limit = given["memory_limit_bytes"]
+    if type(limit) is not int or limit <= 0:
+        problems["memory_limit_bytes"] = "must be a whole number of bytes above 0"
+    tensors = {}
+    for name in ("inputs", "outputs"):
+        try:
+            tensors[name] = [
+                TensorSpec.from_dict(t).as_dict() for t in _tensor_list(given[name] or [])
+            ]
+        except (TypeError, KeyError, ValueError):
+            problems[name] = 'must be a list of {"name", "datatype", "shape"} objects'
+    if problems:
+        raise invalid_fields(problems)
+    return {
+        "version": given["version"],
+        "runtime": given["runtime"],
+        "artifact": artifact,
+        "sample_input": sample,
+        "expected_output_shape": shape,
+        "expected_output_dtype": given["expected_output_dtype"],
+        "memory_limit_bytes": limit,
+        **tensors,
+    }
+
+
+def _numeric_rows(value: Any) -> bool:
+    if isinstance(value, list):
+        return bool(value) and all(_numeric_rows(v) for v in value)
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _tensor_list(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list | tuple):
+        raise TypeError("not a list")
+    for tensor in value:
+        if (
+            not isinstance(tensor, dict)
+            or not isinstance(tensor.get("name"), str)
+            or tensor.get("datatype") not in V2_TO_NUMPY
+            or not isinstance(tensor.get("shape"), list)
+            or not all(type(d) is int for d in tensor["shape"])
+        ):
+            raise ValueError("not a tensor")
+    return list(value)

@@ -1,0 +1,226 @@
+"""Rollbacks: requested, approved where the model requires it, and flipped at once.
+
+Instant means the route flip never waits behind a queue: the request (or the
+approval) flips the route itself, in the calling process, and returns once every live
+replica routes to the target. Only the drain of the version it left goes to an RQ job.
+
+Where a model requires approval, a request waits until a different user with the
+approve permission approves it; nobody decides their own request, and a rejected
+request changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from swaps import audit, fleet_state, leases, notify, permissions
+from swaps.engine.errors import SwapError
+from swaps.models import ModelVersion, RollbackRequest, ServedModel, Swap
+from swaps.refusals import Conflict, Forbidden, NotFound, invalid_fields
+from swaps.registry import get_model
+from swaps.swapping import UNKNOWN_VERSION, Recorder, claim, create_operation, settle
+
+UNKNOWN_REQUEST = "rollback request {request_id} does not exist"
+OWN_REQUEST = "nobody approves or rejects their own rollback request: ask another approver"
+ALREADY_DECIDED = "rollback request {request_id} was {state} already"
+NOT_SERVED_BEFORE = "version {version!r} has never served model {model!r}: swap to it instead"
+ALREADY_ACTIVE = "model {model!r} already serves version {version!r}"
+NOTHING_ACTIVE = "model {model!r} serves no version, so there is nothing to roll back"
+REASON_MISSING = "say why (1-500 characters): it goes into the audit log"
+MAX_REASON = 500
+
+
+def request_rollback(
+    *,
+    model: str,
+    target_version: str,
+    reason: str,
+    user: permissions.User,
+    via: str,
+) -> RollbackRequest:
+    """Ask to roll `model` back to `target_version`: flipped at once, or held for approval."""
+    with audit.attempt(
+        actor=user,
+        via=via,
+        action=audit.REQUEST_ROLLBACK,
+        model=model,
+        to_version=target_version,
+        details={"reason": reason},
+    ) as record:
+        permissions.require(user, permissions.REQUEST_ROLLBACK, action="request a rollback")
+        served = get_model(model)
+        target = _check_target(served, target_version, reason=reason)
+        record.from_version = served.active_version.version
+        with transaction.atomic():
+            required = served.rollback_requires_approval
+            request = RollbackRequest.objects.create(
+                served_model=served,
+                from_version=served.active_version,
+                target_version=target,
+                reason=reason.strip(),
+                requested_by=user,
+                approval_required=required,
+                state=RollbackRequest.State.PENDING if required else RollbackRequest.State.APPROVED,
+            )
+            if not required:
+                request.swap = create_operation(
+                    served=served,
+                    kind=Swap.Kind.ROLLBACK,
+                    source=served.active_version,
+                    target=target,
+                    user=user,
+                )
+                request.save(update_fields=["swap"])
+            record.accepted(request=request.pk, awaiting_approval=required)
+    if request.swap is None:
+        notify.rollback_request_changed(request)
+        return request
+    flip_rollback(swap_id=request.swap.pk)
+    return _load(request.pk)
+
+
+def approve_rollback(*, request_id: int, user: permissions.User, via: str) -> RollbackRequest:
+    """Approve a waiting request (another user's) and flip the route at once."""
+    with audit.attempt(
+        actor=user, via=via, action=audit.APPROVE_ROLLBACK, details={"request": request_id}
+    ) as record:
+        approver = permissions.require(
+            user, permissions.APPROVE_ROLLBACK, action="approve a rollback"
+        )
+        request = _decidable(request_id, approver, record)
+        served = get_model(request.served_model.name)
+        _check_target(served, request.target_version.version, reason=request.reason)
+        record.from_version = served.active_version.version
+        with transaction.atomic():
+            _decide(request, RollbackRequest.State.APPROVED, approver)
+            swap = create_operation(
+                served=served,
+                kind=Swap.Kind.ROLLBACK,
+                source=served.active_version,
+                target=request.target_version,
+                user=approver,
+                requested_by=request.requested_by,
+            )
+            RollbackRequest.objects.filter(pk=request.pk).update(swap=swap)
+            record.accepted(swap=swap.pk)
+    flip_rollback(swap_id=swap.pk)
+    return _load(request.pk)
+
+
+def reject_rollback(*, request_id: int, user: permissions.User, via: str) -> RollbackRequest:
+    """Turn down a waiting request (another user's); nothing else changes."""
+    with audit.attempt(
+        actor=user, via=via, action=audit.REJECT_ROLLBACK, details={"request": request_id}
+    ) as record:
+        approver = permissions.require(
+            user, permissions.APPROVE_ROLLBACK, action="reject a rollback"
+        )
+        request = _decidable(request_id, approver, record)
+        with transaction.atomic():
+            _decide(request, RollbackRequest.State.REJECTED, approver)
+            record.accepted()
+    request = _load(request.pk)
+    notify.rollback_request_changed(request)
+    return request
+
+
+def flip_rollback(*, swap_id: int) -> Swap:
+    """Flip the route to the rollback's target now; queue the drain of the left version.
+
+    Returns once every live replica routes to the target (the record Draining), or with
+    the record Failed and routing untouched if the engine refused or failed.
+    """
+    swap = Swap.objects.select_related("served_model", "from_version", "to_version").get(pk=swap_id)
+    model_id, target = swap.served_model.name, swap.to_version.version
+
+    async def operation(engine: fleet_state.Engine) -> Any:
+        async with leases.hold(swap_id):
+            if not await sync_to_async(claim)(swap_id=swap_id, message="flipping the route"):
+                return None
+            await fleet_state.ensure_specs(
+                engine, [v for v in (swap.from_version, swap.to_version) if v]
+            )
+            swapper = engine.swapper(
+                policy=fleet_state.policy(), on_change=Recorder(swap_id, engine.inflight)
+            )
+            result = await swapper.rollback_version(model_id, target, wait_for_drain=False)
+            if result.success:
+                # Queued while the lease is still ours, so the sweep never sees the
+                # drain without a runner.
+                from swaps import jobs
+
+                await sync_to_async(jobs.enqueue_drain)(swap_id)
+            return result
+
+    try:
+        result = fleet_state.run(operation)
+    except leases.LeaseHeld:
+        result = None
+    except SwapError as exc:
+        return settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
+    if result is not None and not result.success:
+        return settle(swap_id=swap_id, state=Swap.State.FAILED, message=result.message)
+    swap.refresh_from_db()
+    return swap
+
+
+def get_request(request_id: int) -> RollbackRequest:
+    try:
+        return _load(request_id)
+    except RollbackRequest.DoesNotExist:
+        raise NotFound(UNKNOWN_REQUEST.format(request_id=request_id)) from None
+
+
+def _decidable(request_id: int, approver: Any, record: audit.Attempt) -> RollbackRequest:
+    request = get_request(request_id)
+    record.model = request.served_model.name
+    record.to_version = request.target_version.version
+    if request.requested_by_id == approver.pk:
+        raise Forbidden(OWN_REQUEST)
+    if request.state != RollbackRequest.State.PENDING:
+        raise Conflict(ALREADY_DECIDED.format(request_id=request_id, state=request.state))
+    return request
+
+
+def _decide(request: RollbackRequest, state: str, approver: Any) -> None:
+    """Pending -> approved or rejected, for exactly one decision (a conditional UPDATE)."""
+    decided = RollbackRequest.objects.filter(
+        pk=request.pk, state=RollbackRequest.State.PENDING
+    ).update(state=state, decided_by=approver, decided_at=timezone.now())
+    if not decided:
+        request.refresh_from_db()
+        raise Conflict(ALREADY_DECIDED.format(request_id=request.pk, state=request.state))
+
+
+def _check_target(served: ServedModel, version: Any, *, reason: Any) -> ModelVersion:
+    problems: dict[str, str] = {}
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        problems["reason"] = REASON_MISSING
+    active = served.active_version
+    target = served.versions.filter(version=version).first() if isinstance(version, str) else None
+    if target is None:
+        problems["target_version"] = UNKNOWN_VERSION.format(model=served.name, version=version)
+    elif active is None:
+        problems["target_version"] = NOTHING_ACTIVE.format(model=served.name)
+    elif active.pk == target.pk:
+        problems["target_version"] = ALREADY_ACTIVE.format(model=served.name, version=version)
+    elif target.first_served_at is None:
+        problems["target_version"] = NOT_SERVED_BEFORE.format(version=version, model=served.name)
+    if problems:
+        raise invalid_fields(problems)
+    return target
+
+
+def _load(request_id: int) -> RollbackRequest:
+    return RollbackRequest.objects.select_related(
+        "served_model",
+        "from_version",
+        "target_version",
+        "requested_by",
+        "decided_by",
+        "swap",
+    ).get(pk=request_id)

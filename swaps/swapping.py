@@ -1,0 +1,449 @@
+"""Swaps: starting one, running it through the engine, and recording what it reports.
+
+A swap (or a model's first deploy) is accepted here (`start_swap`), run by an RQ job
+(`run_swap`), and recorded transition by transition by the engine's `on_change`
+observer (`Recorder` -> `record_transition`). Rollbacks (rollbacks.py) share the
+records and the recorder; their drain, and every recovery, goes through `resume_swap`.
+
+One operation per model at a time, guarded three times: a query for a clear message,
+the database's conditional unique constraint (which decides between two simultaneous
+requests), and the engine's own claim in Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from swaps import audit, fleet_state, leases, notify, permissions
+from swaps.engine.errors import SwapError
+from swaps.engine.ports import InflightTracker
+from swaps.engine.results import SwapState, SwapStatus
+from swaps.models import ModelVersion, ServedModel, Swap, SwapTransition
+from swaps.refusals import Conflict, invalid_fields
+from swaps.registry import get_model
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_VERSION = "model {model!r} has no version {version!r}"
+VERSION_TYPE = "must be a version name, a string{optional}"
+SAME_VERSION = "is the same as from_version"
+NOT_ACTIVE = "model {model!r} serves version {active!r}, not {version!r}"
+NOTHING_ACTIVE = "model {model!r} serves no version yet: leave from_version empty to deploy"
+ALREADY_ACTIVE = "model {model!r} already serves version {version!r}"
+MUST_NAME_SOURCE = "model {model!r} serves version {active!r}: name it as from_version"
+RUNNING = (
+    "a {kind} of model {model!r} is already running ({source} -> {target}, {state}); "
+    "try again when it finishes"
+)
+QUEUED = "queued by {user}"
+LOST_BEFORE_START = "its runner stopped before it started; nothing was changed"
+FLIPPED_BEFORE_LOSS = "{reason}; the route had flipped: version {version} serves model {model!r}"
+NOT_FLIPPED = "{reason}; the route never flipped: version {version} still serves model {model!r}"
+
+
+# -- accepting a swap -----------------------------------------------------------------------
+
+
+def start_swap(
+    *,
+    model: str,
+    from_version: str | None,
+    to_version: str,
+    user: permissions.User,
+    via: str,
+) -> Swap:
+    """Accept a swap of `model` from its active version to `to_version`; queue its job.
+
+    With no `from_version` on a model that serves nothing yet, it is the model's first
+    deploy. Refusals (no permission, unknown model or version, wrong source, the same
+    version twice, another operation running) change nothing but the audit log.
+    """
+    with audit.attempt(
+        actor=user,
+        via=via,
+        action=audit.START_SWAP,
+        model=model,
+        from_version=from_version or "",
+        to_version=to_version,
+    ) as record:
+        permissions.require(user, permissions.START_SWAP, action="start a swap")
+        served = get_model(model)
+        source, target = _check_swap(served, from_version, to_version)
+        kind = Swap.Kind.SWAP if source else Swap.Kind.DEPLOY
+        with transaction.atomic():
+            swap = create_operation(
+                served=served, kind=kind, source=source, target=target, user=user
+            )
+            # Imported here: jobs imports this module for the functions it runs.
+            from swaps import jobs
+
+            jobs.enqueue_swap(swap)
+            record.accepted(swap=swap.pk, kind=kind)
+    notify.swap_changed(swap)
+    return swap
+
+
+def create_operation(
+    *,
+    served: ServedModel,
+    kind: str,
+    source: ModelVersion | None,
+    target: ModelVersion,
+    user: permissions.User,
+    requested_by: permissions.User = None,
+) -> Swap:
+    """Insert the operation's Swap row as Pending, or refuse: one runs already."""
+    requester = requested_by or user
+    try:
+        with transaction.atomic():
+            swap = Swap.objects.create(
+                served_model=served,
+                kind=kind,
+                from_version=source,
+                to_version=target,
+                state=Swap.State.PENDING,
+                requested_by=requester if requester and requester.is_authenticated else None,
+            )
+    except IntegrityError:
+        raise Conflict(running_message(served)) from None
+    SwapTransition.objects.create(
+        swap=swap,
+        state=Swap.State.PENDING,
+        message=QUEUED.format(user=audit.actor_name(requester)),
+        at=timezone.now(),
+    )
+    return swap
+
+
+def running_message(served: ServedModel) -> str:
+    running = (
+        Swap.objects.filter(served_model=served, state__in=Swap.RUNNING)
+        .select_related("from_version", "to_version")
+        .first()
+    )
+    if running is None:  # it finished between the insert and this query
+        return RUNNING.format(
+            kind="swap", model=served.name, source="?", target="?", state="finishing"
+        )
+    return RUNNING.format(
+        kind=running.kind,
+        model=served.name,
+        source=running.from_version.version if running.from_version else "-",
+        target=running.to_version.version,
+        state=running.state,
+    )
+
+
+def _check_swap(
+    served: ServedModel, from_version: str | None, to_version: str
+) -> tuple[ModelVersion | None, ModelVersion]:
+    active = served.active_version
+    problems: dict[str, str] = {}
+    if not isinstance(to_version, str) or not to_version:
+        problems["to_version"] = VERSION_TYPE.format(optional="")
+    if from_version is not None and not isinstance(from_version, str):
+        problems["from_version"] = VERSION_TYPE.format(optional=" (or null to deploy)")
+    if problems:
+        raise invalid_fields(problems)
+    if from_version is not None and from_version == to_version:
+        problems["to_version"] = SAME_VERSION
+    if not served.versions.filter(version=to_version).exists():
+        problems["to_version"] = UNKNOWN_VERSION.format(model=served.name, version=to_version)
+    if from_version is None:
+        if active is not None:
+            problems["from_version"] = MUST_NAME_SOURCE.format(
+                model=served.name, active=active.version
+            )
+    elif not served.versions.filter(version=from_version).exists():
+        problems["from_version"] = UNKNOWN_VERSION.format(model=served.name, version=from_version)
+    elif active is None:
+        problems["from_version"] = NOTHING_ACTIVE.format(model=served.name)
+    elif active.version != from_version:
+        problems["from_version"] = NOT_ACTIVE.format(
+            model=served.name, active=active.version, version=from_version
+        )
+    if problems:
+        raise invalid_fields(problems)
+    source = active if from_version is not None else None
+    return source, served.versions.get(version=to_version)
+
+
+# -- running it -------------------------------------------------------------------------------
+
+
+def run_swap(*, swap_id: int) -> Swap:
+    """The swap job's body: run the operation through the engine, recording each step.
+
+    Idempotent: a retry of a job whose swap already left Pending does nothing.
+    """
+    swap = _load(swap_id)
+    if swap.state != Swap.State.PENDING:
+        return swap
+    model_id = swap.served_model.name
+    source = swap.from_version.version if swap.from_version else None
+    target = swap.to_version.version
+
+    async def operation(engine: fleet_state.Engine) -> Any:
+        async with leases.hold(swap_id):
+            if not await sync_to_async(claim)(swap_id=swap_id, message="started by a worker"):
+                return None
+            await fleet_state.ensure_specs(engine, _versions_of(swap))
+            swapper = engine.swapper(
+                policy=fleet_state.policy(), on_change=Recorder(swap_id, engine.inflight)
+            )
+            if source is None:
+                return await swapper.deploy(model_id, target)
+            return await swapper.swap_version(model_id, source, target)
+
+    try:
+        result = fleet_state.run(operation)
+    except leases.LeaseHeld:
+        return _load(swap_id)
+    except SwapError as exc:
+        return settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
+    if result is None:
+        return _load(swap_id)
+    return settle(
+        swap_id=swap_id,
+        state=Swap.State.COMPLETED if result.success else Swap.State.FAILED,
+        message=result.message,
+        requests_drained=result.requests_drained if result.success else None,
+    )
+
+
+def resume_swap(*, swap_id: int, reason: str = "") -> Swap:
+    """Carry an operation whose runner stopped (or a rollback's drain) to its end.
+
+    The engine's `resume` drains and completes what was Draining, and completes or
+    fails what was Swapping by whether the route flipped. Then the database is made to
+    match the fleet: the record final, the model's active version the routed one.
+    `reason` is set when this is a recovery, and ends up in the record's message.
+    """
+    swap = _load(swap_id)
+    if not swap.is_running:
+        return swap
+    model_id = swap.served_model.name
+
+    async def operation(engine: fleet_state.Engine) -> tuple[SwapStatus, str | None]:
+        async with leases.hold(swap_id):
+            swapper = engine.swapper(
+                policy=fleet_state.policy(), on_change=Recorder(swap_id, engine.inflight)
+            )
+            status = await swapper.resume(model_id)
+            return status, await engine.router.active(model_id)
+
+    try:
+        status, route = fleet_state.run(operation)
+    except leases.LeaseHeld:
+        return _load(swap_id)
+    except SwapError as exc:
+        return settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
+    return reconcile(swap_id=swap_id, status=status, route=route, reason=reason)
+
+
+def reconcile(*, swap_id: int, status: SwapStatus, route: str | None, reason: str) -> Swap:
+    """Make the record and the model's active version match what the fleet did."""
+    swap = _load(swap_id)
+    target = swap.to_version.version
+    if swap.is_running:
+        if swap.state == Swap.State.PENDING and route != target:
+            swap = settle(swap_id=swap_id, state=Swap.State.FAILED, message=LOST_BEFORE_START)
+        elif _reports_this(status, swap):
+            swap = settle(swap_id=swap_id, state=status.state.value, message=status.message)
+        elif route == target:
+            message = FLIPPED_BEFORE_LOSS.format(
+                reason=reason or "resumed", version=route, model=swap.served_model.name
+            )
+            swap = settle(swap_id=swap_id, state=Swap.State.COMPLETED, message=message)
+        else:
+            message = NOT_FLIPPED.format(
+                reason=reason or "resumed", version=route, model=swap.served_model.name
+            )
+            swap = settle(swap_id=swap_id, state=Swap.State.FAILED, message=message)
+    if route is not None:
+        mark_active(served=swap.served_model, version=route)
+    return swap
+
+
+def _reports_this(status: SwapStatus, swap: Swap) -> bool:
+    """Whether a final status on the board is this operation's, not an earlier one's."""
+    return (
+        status.state.value in Swap.FINAL
+        and status.target_version == swap.to_version.version
+        and status.start_time is not None
+        and status.start_time >= swap.created_at
+    )
+
+
+def claim(*, swap_id: int, message: str) -> bool:
+    """Pending -> Swapping, for exactly one runner (a conditional UPDATE)."""
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Swap.objects.filter(pk=swap_id, state=Swap.State.PENDING).update(
+            state=Swap.State.SWAPPING, started_at=now, message=message
+        )
+        if claimed:
+            SwapTransition.objects.create(
+                swap_id=swap_id, state=Swap.State.SWAPPING, message=message, at=now
+            )
+    return bool(claimed)
+
+
+# -- recording ----------------------------------------------------------------------------------
+
+
+class Recorder:
+    """The engine's `on_change` observer for one operation: each status becomes a row.
+
+    The ORM calls go through `sync_to_async`, which under `fleet_state.run` runs them on
+    the thread that called `run`, inside its transaction, if any.
+    """
+
+    def __init__(self, swap_id: int, inflight: InflightTracker) -> None:
+        self.swap_id = swap_id
+        self._inflight = inflight
+
+    async def __call__(self, status: SwapStatus) -> None:
+        drained = None
+        left, baseline = status.previous_version, status.completed_at_flip
+        if not status.state.running and left and baseline is not None:
+            # What the engine's drain counts: completions on the left version since the flip.
+            drained = max(await self._inflight.completed(status.model_id, left) - baseline, 0)
+        await sync_to_async(record_transition)(
+            swap_id=self.swap_id, status=status, requests_drained=drained
+        )
+
+
+def record_transition(
+    *, swap_id: int, status: SwapStatus, requests_drained: int | None = None
+) -> Swap | None:
+    """Write one engine status to the swap's record; None if the record is final already.
+
+    The model's active version follows the route the status reports: the engine flips
+    the fleet, and the database records it in the same breath.
+    """
+    if status.state is SwapState.IDLE:
+        return None
+    state = Swap.State(status.state.value)
+    now = timezone.now()
+    changes: dict[str, Any] = {
+        "state": state,
+        "message": status.message,
+        "requests_remaining": status.pending_requests,
+    }
+    if state in Swap.FINAL:
+        changes["finished_at"] = status.end_time or now
+        if requests_drained is not None:
+            changes["requests_drained"] = requests_drained
+    with transaction.atomic():
+        if not Swap.objects.filter(pk=swap_id, state__in=Swap.RUNNING).update(**changes):
+            return None  # a late report: recovery or the job settled it already
+        swap = _load(swap_id)
+        SwapTransition.objects.create(
+            swap=swap,
+            state=state,
+            pending_requests=status.pending_requests,
+            message=status.message,
+            at=now,
+        )
+        if status.current_version:
+            mark_active(served=swap.served_model, version=status.current_version)
+        if state in Swap.FINAL:
+            _audit_finish(swap)
+    notify.swap_changed(swap)
+    return swap
+
+
+def settle(
+    *,
+    swap_id: int,
+    state: str,
+    message: str,
+    requests_drained: int | None = None,
+) -> Swap:
+    """Put a still-running record in its final state (no-op if it is final already)."""
+    now = timezone.now()
+    changes: dict[str, Any] = {"state": state, "message": message, "finished_at": now}
+    if requests_drained is not None:
+        changes["requests_drained"] = requests_drained
+    with transaction.atomic():
+        if Swap.objects.filter(pk=swap_id, state__in=Swap.RUNNING).update(**changes):
+            swap = _load(swap_id)
+            SwapTransition.objects.create(
+                swap=swap,
+                state=state,
+                pending_requests=swap.requests_remaining,
+                message=message,
+                at=now,
+            )
+            _audit_finish(swap)
+            notify.swap_changed(swap)
+        elif requests_drained is not None:
+            Swap.objects.filter(pk=swap_id, requests_drained__isnull=True).update(
+                requests_drained=requests_drained
+            )
+    return _load(swap_id)
+
+
+def mark_active(*, served: ServedModel, version: str) -> None:
+    """Record that the fleet routes `served` to `version`."""
+    routed = served.versions.filter(version=version).first()
+    if routed is None:
+        log.error("the fleet routes model %s to unregistered version %s", served.name, version)
+        return
+    ServedModel.objects.filter(pk=served.pk).exclude(active_version=routed).update(
+        active_version=routed
+    )
+    ModelVersion.objects.filter(pk=routed.pk, first_served_at__isnull=True).update(
+        first_served_at=timezone.now()
+    )
+    served.active_version = routed
+
+
+def _audit_finish(swap: Swap) -> None:
+    audit.audit(
+        actor=swap.requested_by,
+        via="engine",
+        action=audit.FINISH,
+        outcome=swap.state,
+        model=swap.served_model.name,
+        from_version=swap.from_version.version if swap.from_version else "",
+        to_version=swap.to_version.version,
+        details={
+            "swap": swap.pk,
+            "kind": swap.kind,
+            "message": swap.message,
+            "requests_drained": swap.requests_drained,
+            "requests_remaining": swap.requests_remaining,
+        },
+    )
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+def live_status(*, model: str) -> SwapStatus:
+    """The engine's SwapStatus for the model: state, versions and pending requests now."""
+    served = get_model(model)
+    versions = list(served.versions.select_related("served_model"))
+
+    async def operation(engine: fleet_state.Engine) -> SwapStatus:
+        await fleet_state.ensure_specs(engine, versions)
+        return await engine.swapper().get_swap_status(served.name)
+
+    return fleet_state.run(operation)
+
+
+def _load(swap_id: int) -> Swap:
+    return Swap.objects.select_related(
+        "served_model", "from_version", "to_version", "requested_by"
+    ).get(pk=swap_id)
+
+
+def _versions_of(swap: Swap) -> list[ModelVersion]:
+    return [v for v in (swap.from_version, swap.to_version) if v is not None]

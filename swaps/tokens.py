@@ -1,0 +1,66 @@
+"""API tokens for automation: shown once when made, stored only as a SHA-256 digest.
+
+A token is a random secret (`hs_` + 43 URL-safe characters, 256 bits). A plain digest
+is enough: unlike a password the secret is random, so there is nothing to guess at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+
+from swaps import audit
+from swaps.models import ApiToken
+
+SECRET_PREFIX = "hs_"
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_token(*, user: AbstractBaseUser, name: str, via: str) -> tuple[ApiToken, str]:
+    """Make a token for `user`; return it and its secret (never retrievable again)."""
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name, digest=digest(secret), prefix=secret[: len(SECRET_PREFIX) + 6]
+    )
+    audit.audit(
+        actor=user,
+        via=via,
+        action=audit.CREATE_API_TOKEN,
+        outcome="accepted",
+        details={"token": token.pk, "name": name, "prefix": token.prefix},
+    )
+    return token, secret
+
+
+def revoke_api_token(*, token: ApiToken, user: AbstractBaseUser | str, via: str) -> ApiToken:
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    audit.audit(
+        actor=user,
+        via=via,
+        action="revoke_api_token",
+        outcome="accepted",
+        details={"token": token.pk, "owner": token.user.get_username(), "prefix": token.prefix},
+    )
+    token.refresh_from_db()
+    return token
+
+
+def user_for_secret(secret: str) -> AbstractBaseUser | None:
+    """The active user a live token belongs to; None for unknown or revoked tokens."""
+    if not secret.startswith(SECRET_PREFIX):
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=digest(secret), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token.user

@@ -1,0 +1,46 @@
+"""The RQ worker class `manage.py rqworker` uses (settings.RQ["WORKER_CLASS"]).
+
+It is RQ's forking worker plus the control plane's upkeep, run where RQ runs its own
+registry maintenance: when the worker starts (before its first job), and then every
+HOTSWAP_SWEEP_INTERVAL while it is idle. At start it republishes the fleet state from
+the database; each time it sweeps for operations whose runner died (recovery.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+from rq.worker import Worker
+
+from swaps import fleet_state, recovery
+
+log = logging.getLogger(__name__)
+
+
+class SweepingWorker(Worker):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("maintenance_interval", settings.HOTSWAP_SWEEP_INTERVAL)
+        super().__init__(*args, **kwargs)
+        self._published_at_start = False
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # RQ checks for maintenance only between blocking waits for a job: cap the wait
+        # at the sweep interval, or an idle worker would sweep every worker_ttl instead.
+        return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()
+        try:
+            if not self._published_at_start:
+                self._published_at_start = True
+                fleet_state.republish_at_startup()
+            recovery.sweep()
+        except Exception:  # upkeep failing must not stop the worker from taking jobs
+            log.exception("the recovery sweep failed; it runs again next interval")
+        finally:
+            # Work horses are forked from this process: they must not share its sockets.
+            connections.close_all()
