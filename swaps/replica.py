@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from .engine import runtimes
 from .engine.errors import SwapError
-from .engine.fleet_keys import REDIS_DOWN, FleetKeys, parse_version_field, text
+from .engine.fleet_keys import REDIS_DOWN, FleetKeys, parse_version_field, redis_client, text
 from .engine.inflight import LocalInflight
 from .engine.ports import LoadedModel
 from .engine.reports import ReplicaReport, nest
@@ -376,9 +376,8 @@ class ReplicaSettings:
         )
 
     def replica(self, *, address: str = "", default_id: str = "") -> Replica:
-        redis = Redis.from_url(self.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         return Replica(
-            redis,
+            redis_client(self.redis_url),
             namespace=self.namespace,
             replica_id=self.replica_id or default_id or f"{socket.gethostname()}-{os.getpid()}",
             address=address,

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -7,6 +10,8 @@ import pytest
 from swaps.demo_models import build_demo_models
 from swaps.engine.runtimes import RuntimeModel, load
 from swaps.engine.spec import VersionSpec
+
+from .processes import drop_namespace
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +30,16 @@ def iris_specs(demo_models_dir: Path) -> dict[str, VersionSpec]:
 def iris_models(iris_specs: dict[str, VersionSpec]) -> dict[str, RuntimeModel]:
     """Every iris demo version, loaded once."""
     return {version: load(spec) for version, spec in iris_specs.items()}
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def namespace(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    drop_namespace(redis_url, prefix)
