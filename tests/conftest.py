@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from swaps.demo_models import build_demo_models, sleepy_spec
 from swaps.engine.fleet import Fleet
@@ -14,6 +15,46 @@ from swaps.engine.runtimes import RuntimeModel, load
 from swaps.engine.spec import VersionSpec
 
 from .processes import ReplicaProcess, drop_namespace, start_replica
+
+NO_REDIS_MESSAGE = (
+    "REDIS_URL is {problem}. Tests need a real Redis: run them with `make test`, or "
+    "`python scripts/with_redis.py -- python -m pytest ...` (starts a private "
+    "redis-server), or set REDIS_URL=redis://HOST:PORT/0 to use one you run."
+)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL", "")
+    if not url:
+        pytest.fail(NO_REDIS_MESSAGE.format(problem="not set"), pytrace=False)
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        pytest.fail(
+            NO_REDIS_MESSAGE.format(problem=f"set to {url!r} but PING failed ({exc})"),
+            pytrace=False,
+        )
+    return url
+
+
+@pytest.fixture
+def redis_namespace(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    yield namespace
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    # CI runs the suite once per database; say which one this run is on.
+    from django.conf import settings
+
+    return f"database backend: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}"
 
 
 @pytest.fixture(scope="session")
@@ -32,19 +73,6 @@ def iris_specs(demo_models_dir: Path) -> dict[str, VersionSpec]:
 def iris_models(iris_specs: dict[str, VersionSpec]) -> dict[str, RuntimeModel]:
     """Every iris demo version, loaded once."""
     return {version: load(spec) for version, spec in iris_specs.items()}
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-def namespace(redis_url: str) -> Iterator[str]:
-    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    drop_namespace(redis_url, prefix)
 
 
 GATEWAY_MAX_BODY_BYTES = 64 * 1024

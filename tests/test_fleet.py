@@ -37,10 +37,10 @@ def fleet_specs(iris_specs):
     return [*iris_specs.values(), sleepy_spec(version="1"), sleepy_spec(version="2")]
 
 
-async def make_fleet(redis_url: str, namespace: str, specs) -> Fleet:
+async def make_fleet(redis_url: str, redis_namespace: str, specs) -> Fleet:
     fleet = Fleet.from_url(
         redis_url,
-        namespace=namespace,
+        namespace=redis_namespace,
         heartbeat_ttl=HEARTBEAT_TTL,
         ack_timeout=5.0,
         load_timeout=60.0,
@@ -51,15 +51,15 @@ async def make_fleet(redis_url: str, namespace: str, specs) -> Fleet:
 
 
 @pytest.fixture
-async def fleet(redis_url, namespace, fleet_specs):
-    fleet = await make_fleet(redis_url, namespace, fleet_specs)
+async def fleet(redis_url, redis_namespace, fleet_specs):
+    fleet = await make_fleet(redis_url, redis_namespace, fleet_specs)
     yield fleet
     await fleet.redis.aclose()
 
 
 @pytest.fixture
-def replicas(fleet, redis_url, namespace, tmp_path):
-    started = start_replicas(2, namespace=namespace, redis_url=redis_url, log_dir=tmp_path)
+def replicas(fleet, redis_url, redis_namespace, tmp_path):
+    started = start_replicas(2, namespace=redis_namespace, redis_url=redis_url, log_dir=tmp_path)
     yield started
     for replica in started:
         replica.stop()
@@ -228,11 +228,11 @@ async def test_an_unhealthy_target_is_refused_on_the_fleet_and_routing_stays(swa
 
 
 async def test_a_replica_that_joins_later_serves_the_active_version(
-    swapper, fleet, redis_url, namespace, tmp_path
+    swapper, fleet, redis_url, redis_namespace, tmp_path
 ):
     await swapper.swap_version("iris", "1", "2")
 
-    late = start_replica(namespace=namespace, redis_url=redis_url, log_dir=tmp_path)
+    late = start_replica(namespace=redis_namespace, redis_url=redis_url, log_dir=tmp_path)
     try:
         await until(lambda: ready(late), equals=True)
         assert await answering_versions([late]) == {"2"}
@@ -246,11 +246,13 @@ async def test_load_without_any_live_replica_fails_clearly(fleet):
 
 
 async def test_swap_fails_cleanly_when_redis_goes_away_and_replicas_keep_serving(
-    fleet_specs, namespace, tmp_path, transitions
+    fleet_specs, redis_namespace, tmp_path, transitions
 ):
     redis_server = start_redis(tmp_path)
-    fleet = await make_fleet(redis_server.url, namespace, fleet_specs)
-    replicas = start_replicas(2, namespace=namespace, redis_url=redis_server.url, log_dir=tmp_path)
+    fleet = await make_fleet(redis_server.url, redis_namespace, fleet_specs)
+    replicas = start_replicas(
+        2, namespace=redis_namespace, redis_url=redis_server.url, log_dir=tmp_path
+    )
     try:
         swapper = await serving(fleet, transitions)
         redis_server.kill()
@@ -268,11 +270,13 @@ async def test_swap_fails_cleanly_when_redis_goes_away_and_replicas_keep_serving
 
 
 async def test_replicas_keep_routes_when_redis_restarts_empty_until_republished(
-    fleet_specs, namespace, tmp_path, transitions
+    fleet_specs, redis_namespace, tmp_path, transitions
 ):
     redis_server = start_redis(tmp_path)
-    fleet = await make_fleet(redis_server.url, namespace, fleet_specs)
-    replicas = start_replicas(2, namespace=namespace, redis_url=redis_server.url, log_dir=tmp_path)
+    fleet = await make_fleet(redis_server.url, redis_namespace, fleet_specs)
+    replicas = start_replicas(
+        2, namespace=redis_namespace, redis_url=redis_server.url, log_dir=tmp_path
+    )
     try:
         swapper = await serving(fleet, transitions)
         await swapper.swap_version("iris", "1", "2")

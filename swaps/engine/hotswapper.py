@@ -109,7 +109,12 @@ class ModelHotSwapper:
         return await self._run(status, self._swap(status, drain_timeout))
 
     async def rollback_version(
-        self, model_id: str, target_version: str, *, drain_timeout: float | None = None
+        self,
+        model_id: str,
+        target_version: str,
+        *,
+        drain_timeout: float | None = None,
+        wait_for_drain: bool = True,
     ) -> RollbackResult:
         """Route the model back to a version it served before, at once, then drain.
 
@@ -118,6 +123,10 @@ class ModelHotSwapper:
         3. Make sure the target is loaded (it is, within the keep-warm window) and
            healthy; flip the route immediately.
         4. Drain the version it left, then unload it after the keep-warm window.
+
+        With `wait_for_drain=False` it returns right after step 3, the status Draining:
+        the caller hands step 4 to `resume` elsewhere (a job), so the flip never waits
+        behind a queue.
         """
         await self._require_versions(model_id, target_version)
         active = await self._router.active(model_id)
@@ -137,7 +146,7 @@ class ModelHotSwapper:
             message=f"rolling back to version {target_version}",
         )
         await self._require_active(status, active, previous)
-        return await self._run(status, self._rollback(status, drain_timeout))
+        return await self._run(status, self._rollback(status, drain_timeout, wait_for_drain))
 
     async def check_version_health(self, model_id: str, version: str) -> HealthCheckResult:
         """Loaded, the sample inference ran, its output is as declared, memory in limits."""
@@ -147,7 +156,8 @@ class ModelHotSwapper:
     async def drain_version(self, model_id: str, version: str, timeout: float) -> DrainResult:
         """Wait for the version's in-flight requests to finish; truthy when they did."""
         await self._require_versions(model_id, version)
-        return await self._drain(model_id, version, timeout, status=None)
+        drain, _ = await self._drain(model_id, version, timeout, status=None)
+        return drain
 
     async def get_swap_status(self, model_id: str) -> SwapStatus:
         """The model's swap status, with a live count of pending requests.
@@ -194,27 +204,30 @@ class ModelHotSwapper:
         await self._require_active(status, None, previous)
         return await self._run(status, self._deploy(status))
 
+    async def resume(self, model_id: str, *, drain_timeout: float | None = None) -> SwapStatus:
+        """Carry the model's unfinished operation to a final state; return that state.
+
+        For the second half of a rollback started with `wait_for_drain=False`, and for
+        recovery after whoever ran an operation died: Draining drains and completes;
+        Swapping completes if the route had already flipped, else fails with routing
+        untouched. Only call it when nobody else is running the operation.
+        """
+        status = await self._board.get(model_id)
+        if status is None or not status.state.running:
+            return await self.get_swap_status(model_id)
+        return await self._run(status, self._resume(status, drain_timeout))
+
     # -- workflows ----------------------------------------------------------------------
 
     async def _swap(self, status: SwapStatus, drain_timeout: float | None) -> SwapResult:
         model_id, source, target = status.model_id, status.current_version, status.target_version
         assert source is not None and target is not None
         await self._prepare(status, target)
-        await self._router.flip(model_id, target)
-        status = await self._transition(
-            status,
-            state=SwapState.DRAINING,
-            current_version=target,
-            pending_requests=await self._inflight.pending(model_id, source),
-            message=f"route flipped to version {target}; draining version {source}",
-        )
-        drain = await self._drain(model_id, source, self._timeout(drain_timeout), status=status)
-        await self._versions.unload(model_id, source, after=self.policy.keep_warm)
-        message = _finished("swapped", source, target, drain)
-        status = await self._finish(status, SwapState.COMPLETED, message, drain)
+        status = await self._flip(status, target)
+        status, drain = await self._complete(status, drain_timeout)
         return SwapResult(
             success=True,
-            message=message,
+            message=status.message,
             start_time=status.start_time or status.end_time,
             end_time=status.end_time,
             requests_drained=drain.requests_drained,
@@ -224,51 +237,40 @@ class ModelHotSwapper:
             to_version=target,
         )
 
-    async def _rollback(self, status: SwapStatus, drain_timeout: float | None) -> RollbackResult:
-        model_id, left, target = status.model_id, status.current_version, status.target_version
+    async def _rollback(
+        self, status: SwapStatus, drain_timeout: float | None, wait_for_drain: bool
+    ) -> RollbackResult:
+        left, target = status.current_version, status.target_version
         assert target is not None
         began = time.perf_counter()
         await self._prepare(status, target)
-        await self._router.flip(model_id, target)
+        status = await self._flip(status, target)
         flip_seconds = time.perf_counter() - began
         rolled_back_at = self._clock()
-        if left is None:
-            drain = DrainResult(model_id, "", True, 0, 0, 0.0)
-        else:
-            status = await self._transition(
-                status,
-                state=SwapState.DRAINING,
-                current_version=target,
-                pending_requests=await self._inflight.pending(model_id, left),
-                message=f"rolled back to version {target}; draining version {left}",
-            )
-            drain = await self._drain(model_id, left, self._timeout(drain_timeout), status=status)
-            await self._versions.unload(model_id, left, after=self.policy.keep_warm)
-        message = _finished("rolled back", left, target, drain)
-        await self._finish(status, SwapState.COMPLETED, message, drain)
+        drained = 0
+        if wait_for_drain:
+            status, drain = await self._complete(status, drain_timeout)
+            drained = drain.requests_drained
         return RollbackResult(
             success=True,
-            message=message,
+            message=status.message,
             rollback_time=rolled_back_at,
             previous_version=left or "",
             new_version=target,
             flip_seconds=flip_seconds,
-            requests_drained=drain.requests_drained,
-            requests_remaining=drain.requests_remaining,
+            requests_drained=drained,
+            requests_remaining=status.pending_requests,
         )
 
     async def _deploy(self, status: SwapStatus) -> SwapResult:
         target = status.target_version
         assert target is not None
         await self._prepare(status, target)
-        await self._router.flip(status.model_id, target)
-        message = f"version {target} of model {status.model_id!r} is serving"
-        status = await self._finish(
-            replace(status, current_version=target), SwapState.COMPLETED, message, None
-        )
+        status = await self._flip(status, target)
+        status, _ = await self._complete(status, None)
         return SwapResult(
             success=True,
-            message=message,
+            message=status.message,
             start_time=status.start_time or status.end_time,
             end_time=status.end_time,
             requests_drained=0,
@@ -277,6 +279,23 @@ class ModelHotSwapper:
             from_version="",
             to_version=target,
         )
+
+    async def _resume(self, status: SwapStatus, drain_timeout: float | None) -> SwapStatus:
+        if status.state is SwapState.SWAPPING:
+            active = await self._router.active(status.model_id)
+            if active != status.target_version:
+                message = (
+                    f"interrupted before the route flipped; version {active} still serves "
+                    f"model {status.model_id!r}"
+                )
+                return await self._finish(status, SwapState.FAILED, message, None)
+            # The route flipped but the Draining transition was never recorded: the drain
+            # counts from now, as the completed count at the flip is lost.
+            status = await self._enter_drain(
+                replace(status, current_version=active), completed_at_flip=None
+            )
+        status, _ = await self._complete(status, drain_timeout)
+        return status
 
     async def _run(self, status: SwapStatus, workflow: Awaitable):
         """Run a claimed workflow so that it always ends in a final state.
@@ -327,6 +346,53 @@ class ModelHotSwapper:
 
     # -- steps --------------------------------------------------------------------------
 
+    async def _flip(self, status: SwapStatus, target: str) -> SwapStatus:
+        """Route the model to `target`; from here the left version only drains."""
+        await self._router.flip(status.model_id, target)
+        source = status.previous_version
+        if source is None:
+            return replace(status, current_version=target)
+        baseline = await self._inflight.completed(status.model_id, source)
+        return await self._enter_drain(
+            replace(status, current_version=target), completed_at_flip=baseline
+        )
+
+    async def _enter_drain(
+        self, status: SwapStatus, *, completed_at_flip: int | None
+    ) -> SwapStatus:
+        source = status.previous_version
+        assert source is not None
+        verb = "rolled back" if status.operation == "rollback" else "route flipped"
+        return await self._transition(
+            status,
+            state=SwapState.DRAINING,
+            pending_requests=await self._inflight.pending(status.model_id, source),
+            completed_at_flip=completed_at_flip,
+            message=f"{verb} to version {status.current_version}; draining version {source}",
+        )
+
+    async def _complete(
+        self, status: SwapStatus, drain_timeout: float | None
+    ) -> tuple[SwapStatus, DrainResult]:
+        """Drain the version the operation left, schedule its unload, mark Completed."""
+        model_id, source, target = status.model_id, status.previous_version, status.current_version
+        assert target is not None
+        if source is None:
+            drain = DrainResult(model_id, "", True, 0, 0, 0.0)
+            message = f"version {target} of model {model_id!r} is serving"
+        else:
+            drain, status = await self._drain(
+                model_id,
+                source,
+                self._timeout(drain_timeout),
+                status=status,
+                completed_before=status.completed_at_flip,
+            )
+            await self._versions.unload(model_id, source, after=self.policy.keep_warm)
+            verb = "rolled back" if status.operation == "rollback" else "swapped"
+            message = _finished(verb, source, target, drain)
+        return await self._finish(status, SwapState.COMPLETED, message, drain), drain
+
     async def _prepare(self, status: SwapStatus, version: str) -> None:
         """Load `version` where it serves and check it; refuse it if unhealthy."""
         model_id = status.model_id
@@ -348,10 +414,22 @@ class ModelHotSwapper:
         raise UnhealthyVersion(message, health)
 
     async def _drain(
-        self, model_id: str, version: str, timeout: float, *, status: SwapStatus | None
-    ) -> DrainResult:
+        self,
+        model_id: str,
+        version: str,
+        timeout: float,
+        *,
+        status: SwapStatus | None,
+        completed_before: int | None = None,
+    ) -> tuple[DrainResult, SwapStatus | None]:
+        """Wait for `version` to drain; count what completed since `completed_before`.
+
+        Swaps pass the count taken right after the flip, so the requests that were in
+        flight at the flip and finished before the drain loop started count as drained.
+        """
         started = time.monotonic()
-        completed_before = await self._inflight.completed(model_id, version)
+        if completed_before is None:
+            completed_before = await self._inflight.completed(model_id, version)
         remaining = await self._inflight.pending(model_id, version)
         if status is not None and remaining != status.pending_requests:
             status = await self._transition(status, pending_requests=remaining)
@@ -364,7 +442,7 @@ class ModelHotSwapper:
             if status is not None and remaining != status.pending_requests:
                 status = await self._transition(status, pending_requests=remaining)
         completed_after = await self._inflight.completed(model_id, version)
-        return DrainResult(
+        result = DrainResult(
             model_id=model_id,
             version=version,
             drained=remaining == 0,
@@ -372,6 +450,7 @@ class ModelHotSwapper:
             requests_remaining=remaining,
             waited_seconds=time.monotonic() - started,
         )
+        return result, status
 
     async def _claim(
         self,
@@ -480,9 +559,7 @@ class ModelHotSwapper:
         return self.policy.drain_timeout if drain_timeout is None else drain_timeout
 
 
-def _finished(verb: str, source: str | None, target: str, drain: DrainResult) -> str:
-    if source is None:
-        return f"{verb} to version {target}"
+def _finished(verb: str, source: str, target: str, drain: DrainResult) -> str:
     if drain.drained:
         return (
             f"{verb} from version {source} to {target}; "

@@ -86,6 +86,9 @@ class SwapStatus(_AsDict):
     end_time: datetime | None = None
     # The version the operation leaves (whose requests drain after the flip).
     previous_version: str | None = None
+    # previous_version's completed-request count at the flip, so a drain resumed by
+    # another process still counts the requests drained since the flip.
+    completed_at_flip: int | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ the router's lock, then the model. No database, no Redis.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,8 +21,7 @@ NO_ROUTE = "model {model_id!r} is not served here"
 NOT_LOADED = "version {version!r} of model {model_id!r} is not loaded here"
 
 
-@dataclass(frozen=True)
-class Inference:
+class Inference(NamedTuple):  # a tuple: built once per request, cheaply
     model_id: str
     version: str  # the version that answered: every response names it
     outputs: dict[str, np.ndarray]

@@ -1,0 +1,56 @@
+# The README's commands. GNU make.
+#   make demo   run the live demo (private Redis unless REDIS_URL is set)
+#   make test   run the test suite (private Redis unless REDIS_URL is set)
+#   make lint   ruff check + format check
+#   make bench  run every bench/*.py; each prints its own figures
+#   make clean  remove .venv, run/ (demo database, Redis files), caches
+
+VENV := .venv
+PY := $(VENV)/bin/python
+WITH_REDIS := $(PY) scripts/with_redis.py --
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench clean venv
+
+venv: $(VENV)/.installed
+
+# Rebuilt whenever pyproject.toml changes. Hotswap pins Python 3.11 (pyproject's
+# requires-python); python3 is accepted only if it is 3.11.
+$(VENV)/.installed: pyproject.toml
+	@python=$$(command -v python3.11 || command -v python3 || true); \
+	if [ -z "$$python" ]; then \
+		echo "Hotswap needs Python 3.11: no python3.11 or python3 on PATH" >&2; exit 1; \
+	fi; \
+	if ! "$$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then \
+		echo "Hotswap needs Python 3.11, but $$python is $$("$$python" --version 2>&1): install python3.11" >&2; \
+		exit 1; \
+	fi; \
+	echo "creating $(VENV) with $$python"; \
+	"$$python" -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+demo: venv
+	$(WITH_REDIS) $(PY) manage.py demo
+
+test: venv
+	$(WITH_REDIS) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: venv
+	@set -e; found=; \
+	for script in bench/*.py; do \
+		[ -e "$$script" ] || continue; \
+		found=1; \
+		echo "== $$script"; \
+		$(WITH_REDIS) $(PY) "$$script"; \
+	done; \
+	[ -n "$$found" ] || echo "no benchmarks in bench/ yet"
+
+clean:
+	rm -rf $(VENV) run staticfiles .pytest_cache .ruff_cache build *.egg-info test-output
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,218 @@
+"""Hotswap's Django settings: one file, every deploy-time value from the environment.
+
+The defaults run the laptop demo (DEBUG on, SQLite under run/, Redis on localhost).
+Production sets at least DEBUG=off, SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL and
+REDIS_URL; see the Configuration table in README.md. A malformed value stops start-up
+with the variable's name (hotswap_site/env.py); values that are well-formed but unwise
+together are reported by system checks (swaps/checks.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hotswap_site.env import (
+    env_bool,
+    env_choice,
+    env_database,
+    env_int,
+    env_key_prefix,
+    env_list,
+    env_required,
+    env_seconds,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", default=True)
+
+# Only ever used with DEBUG on, where nothing signed with it leaves the laptop.
+DEV_SECRET_KEY = "django-insecure-hotswap-dev-key-for-the-laptop-demo-only"
+if DEBUG:
+    SECRET_KEY = env_str("SECRET_KEY", default=DEV_SECRET_KEY)
+else:
+    SECRET_KEY = env_required("SECRET_KEY", reason="when DEBUG is off")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+# Pytest imports these settings in-process; tests render pages without collectstatic,
+# so they keep plain static storage whatever DEBUG says. This is the one test override.
+TESTING = "pytest" in sys.modules
+
+# --- Hotswap ----------------------------------------------------------------------------
+
+# Every Redis key Hotswap writes (routes, heartbeats, channel layer) starts with this,
+# so several deployments or test runs can share one Redis. RQ's own keys keep RQ's
+# fixed "rq:" prefix; give each deployment its own Redis database for those.
+HOTSWAP_NAMESPACE = env_key_prefix("HOTSWAP_NAMESPACE", default="hotswap")
+HOTSWAP_DRAIN_TIMEOUT = env_seconds("HOTSWAP_DRAIN_TIMEOUT", default=30.0)
+HOTSWAP_KEEP_WARM = env_seconds("HOTSWAP_KEEP_WARM", default=300.0, allow_zero=True)
+HOTSWAP_HEARTBEAT_INTERVAL = env_seconds("HOTSWAP_HEARTBEAT_INTERVAL", default=0.5)
+HOTSWAP_HEARTBEAT_TTL = env_seconds("HOTSWAP_HEARTBEAT_TTL", default=3.0)
+HOTSWAP_MAX_BODY_BYTES = env_int("HOTSWAP_MAX_BODY_BYTES", default=8 * 1024 * 1024, minimum=1)
+HOTSWAP_RUN_DIR = Path(env_str("HOTSWAP_RUN_DIR", default=str(BASE_DIR / "run"))).resolve()
+HOTSWAP_RUN_DIR.mkdir(parents=True, exist_ok=True)
+
+# --- Applications -------------------------------------------------------------------------
+
+INSTALLED_APPS = [
+    # daphne first: its runserver replaces Django's so `manage.py runserver` speaks ASGI.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_rq",
+    "template_partials",
+    "swaps",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "hotswap_site.urls"
+ASGI_APPLICATION = "hotswap_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Data -------------------------------------------------------------------------------
+
+DATABASES = {
+    "default": env_database("DATABASE_URL", default=f"sqlite:///{HOTSWAP_RUN_DIR / 'db.sqlite3'}")
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The demo runs daphne and an RQ worker on one SQLite file: WAL lets readers run
+    # beside a writer, and IMMEDIATE transactions wait for the write lock up front
+    # instead of failing with "database is locked" halfway through.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+CHANNEL_LAYER = env_choice("CHANNEL_LAYER", choices=["redis", "memory"], default="redis")
+if CHANNEL_LAYER == "memory":
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{HOTSWAP_NAMESPACE}:asgi"},
+        }
+    }
+
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 360},
+    # Swap and rollback jobs wait out a drain, so they may run well past the drain timeout.
+    "swaps": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
+}
+# A job enqueued inside a transaction must not start before the rows it reads exist.
+RQ = {"COMMIT_MODE": "on_db_commit"}
+
+# --- Auth -------------------------------------------------------------------------------
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# --- I18n -------------------------------------------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files -----------------------------------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+
+if DEBUG or TESTING:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+else:
+    # daphne serves the hashed, compressed files collected at build time.
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+
+# --- Security (production) --------------------------------------------------------------
+
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# HSTS is sticky in browsers for its whole lifetime, so it is the operator's decision,
+# never a default.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", default=0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
+# Trusting X-Forwarded-Proto is only safe behind a proxy that always sets it.
+if env_bool("SECURE_PROXY_SSL_HEADER", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Logging ----------------------------------------------------------------------------
+
+LOG_LEVEL = env_choice(
+    "LOG_LEVEL", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], default="INFO"
+)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)-7s %(process)d %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "plain",
+        },
+    },
+    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
+    "loggers": {
+        # Replaces Django's default "django" logger, whose console and mail_admins
+        # handlers would print each record twice (and try to send mail).
+        "django": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
+    },
+}

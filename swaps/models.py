@@ -1,0 +1,1 @@
+"""Control-plane records: model versions, swaps, rollback requests and the audit log."""

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+from django.core.checks import run_checks
+
+MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+REDIS_LAYER = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]},
+    }
+}
+
+
+def swaps_check_ids() -> list[str]:
+    return [message.id for message in run_checks() if message.id.startswith("swaps.")]
+
+
+def test_memory_channel_layer_with_debug_off_is_an_error(settings):
+    settings.DEBUG = False
+    settings.CHANNEL_LAYERS = MEMORY_LAYER
+    assert swaps_check_ids() == ["swaps.E001"]
+
+
+def test_memory_channel_layer_with_debug_on_is_allowed(settings):
+    settings.DEBUG = True
+    settings.CHANNEL_LAYERS = MEMORY_LAYER
+    assert swaps_check_ids() == []
+
+
+def test_redis_channel_layer_with_debug_off_passes(settings):
+    settings.DEBUG = False
+    settings.CHANNEL_LAYERS = REDIS_LAYER
+    assert swaps_check_ids() == []
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:6379/0", "127.0.0.1:6379", "redis://", "", "memcached://h:11211"]
+)
+def test_redis_url_that_is_not_redis_is_an_error(settings, url):
+    settings.REDIS_URL = url
+    assert swaps_check_ids() == ["swaps.E002"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1:6379/0", "rediss://:pw@cache.example.com:6380/1", "unix:///run/redis.sock"],
+)
+def test_redis_tls_and_socket_urls_pass(settings, url):
+    settings.REDIS_URL = url
+    assert swaps_check_ids() == []
+
+
+def test_redis_url_error_hides_the_password(settings):
+    settings.REDIS_URL = "http://:hunter2@cache.example.com:6379/0"
+    [error] = [m for m in run_checks() if m.id == "swaps.E002"]
+    assert "hunter2" not in error.msg
+
+
+def test_heartbeat_ttl_not_longer_than_interval_is_an_error(settings):
+    settings.HOTSWAP_HEARTBEAT_INTERVAL = 2.0
+    settings.HOTSWAP_HEARTBEAT_TTL = 2.0
+    assert swaps_check_ids() == ["swaps.E003"]
+
+
+def test_heartbeat_ttl_longer_than_interval_passes(settings):
+    settings.HOTSWAP_HEARTBEAT_INTERVAL = 0.5
+    settings.HOTSWAP_HEARTBEAT_TTL = 3.0
+    assert swaps_check_ids() == []
