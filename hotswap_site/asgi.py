@@ -15,19 +15,32 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from swaps.fleet_state import republish_at_startup  # noqa: E402
+from swaps.gateway import mount  # noqa: E402
+from swaps.replica import ReplicaSettings  # noqa: E402
 from swaps.routing import websocket_urlpatterns  # noqa: E402
 
 # The database is the source of truth for routes: put them back in Redis as we start.
 republish_at_startup()
 
-# SEAM (V2 inference gateway): `swaps.gateway` is a bare ASGI app for HTTP paths under
-# /v2 (the Open Inference Protocol). It goes in front of Django for those paths only,
-# so inference never pays for Django's request handling, e.g.
-#     "http": gateway.mount(fallback=django_asgi_app),
-# Everything else (console, admin, API) stays on django_asgi_app.
-http_app = django_asgi_app
+# The V2 inference gateway (a bare ASGI app) answers HTTP paths under /v2 in front of
+# Django, so inference never pays for Django's request handling; everything else
+# (console, admin, API) goes to Django. Its replica joins the fleet on the first /v2
+# request (daphne sends no lifespan events).
+replica_settings = ReplicaSettings(
+    redis_url=settings.REDIS_URL,
+    namespace=settings.HOTSWAP_NAMESPACE,
+    heartbeat_interval=settings.HOTSWAP_HEARTBEAT_INTERVAL,
+    heartbeat_ttl=settings.HOTSWAP_HEARTBEAT_TTL,
+    max_body_bytes=settings.HOTSWAP_MAX_BODY_BYTES,
+)
+http_app = mount(
+    fallback=django_asgi_app,
+    backend=replica_settings.replica(),
+    max_body_bytes=replica_settings.max_body_bytes,
+)
 
 application = ProtocolTypeRouter(
     {

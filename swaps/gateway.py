@@ -288,20 +288,18 @@ class Gateway:
         return {"name": model_id, "version": chosen, "ready": True}
 
 
-def mount(fallback: Callable, *, backend: Backend | None = None, prefix: str = "/v2") -> Callable:
-    """An ASGI app that sends `prefix` paths to a gateway and the rest to `fallback`.
+def mount(
+    fallback: Callable,
+    *,
+    backend: Backend,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    prefix: str = "/v2",
+) -> Callable:
+    """An ASGI app that sends HTTP paths under `prefix` to a gateway, the rest to `fallback`.
 
-    For the console process (hotswap_site/asgi.py): without `backend`, the gateway
-    serves a replica configured from the environment, as `python -m swaps.replica` does.
+    How the console process (hotswap_site/asgi.py) serves /v2 beside Django.
     """
-    if backend is None:
-        from .replica import ReplicaSettings
-
-        settings = ReplicaSettings.from_env()
-        backend = settings.replica()
-        gateway = Gateway(backend, max_body_bytes=settings.max_body_bytes)
-    else:
-        gateway = Gateway(backend)
+    gateway = Gateway(backend, max_body_bytes=max_body_bytes)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis
 
+from hotswap_site.env import env_int, env_key_prefix, env_seconds, env_str
+
 from .engine import runtimes
 from .engine.errors import SwapError
-from .engine.fleet_keys import REDIS_DOWN, FleetKeys, parse_version_field, text
+from .engine.fleet_keys import REDIS_DOWN, FleetKeys, parse_version_field, redis_client, text
 from .engine.inflight import LocalInflight
 from .engine.ports import LoadedModel
 from .engine.reports import ReplicaReport, nest
@@ -335,22 +337,9 @@ class Replica:
 # -- running one ------------------------------------------------------------------------
 
 
-def _env_float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise SystemExit(f"{name}={raw!r} must be more than 0")
-    return value
-
-
 @dataclass(frozen=True)
 class ReplicaSettings:
-    """What a replica process reads from its environment (the names settings.py uses)."""
+    """What a replica reads from its environment: the variables settings.py reads too."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     namespace: str = "hotswap"
@@ -360,25 +349,32 @@ class ReplicaSettings:
     max_body_bytes: int = 8 * 2**20
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ReplicaSettings:
-        raw_max = environ.get("HOTSWAP_MAX_BODY_BYTES", "")
-        if raw_max and (not raw_max.isdigit() or int(raw_max) < 1):
-            raise SystemExit(f"HOTSWAP_MAX_BODY_BYTES={raw_max!r} must be a whole number of bytes")
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReplicaSettings:
+        """Read the environment; a malformed value raises ImproperlyConfigured, naming it."""
+        defaults = cls()
         return cls(
-            redis_url=environ.get("REDIS_URL") or cls.redis_url,
-            namespace=environ.get("HOTSWAP_NAMESPACE") or cls.namespace,
-            replica_id=environ.get("HOTSWAP_REPLICA_ID", ""),
-            heartbeat_interval=_env_float(
-                environ, "HOTSWAP_HEARTBEAT_INTERVAL", cls.heartbeat_interval
+            redis_url=env_str("REDIS_URL", default=defaults.redis_url, environ=environ),
+            namespace=env_key_prefix(
+                "HOTSWAP_NAMESPACE", default=defaults.namespace, environ=environ
             ),
-            heartbeat_ttl=_env_float(environ, "HOTSWAP_HEARTBEAT_TTL", cls.heartbeat_ttl),
-            max_body_bytes=int(raw_max) if raw_max else cls.max_body_bytes,
+            replica_id=env_str("HOTSWAP_REPLICA_ID", default="", environ=environ),
+            heartbeat_interval=env_seconds(
+                "HOTSWAP_HEARTBEAT_INTERVAL", default=defaults.heartbeat_interval, environ=environ
+            ),
+            heartbeat_ttl=env_seconds(
+                "HOTSWAP_HEARTBEAT_TTL", default=defaults.heartbeat_ttl, environ=environ
+            ),
+            max_body_bytes=env_int(
+                "HOTSWAP_MAX_BODY_BYTES",
+                default=defaults.max_body_bytes,
+                minimum=1,
+                environ=environ,
+            ),
         )
 
     def replica(self, *, address: str = "", default_id: str = "") -> Replica:
-        redis = Redis.from_url(self.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         return Replica(
-            redis,
+            redis_client(self.redis_url),
             namespace=self.namespace,
             replica_id=self.replica_id or default_id or f"{socket.gethostname()}-{os.getpid()}",
             address=address,
@@ -388,9 +384,12 @@ class ReplicaSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the V2 protocol for the fleet under uvicorn with httptools (see README)."""
-    import uvicorn
+    """Serve the V2 protocol for the fleet: uvicorn with httptools unless told otherwise.
 
+    uvicorn serves the bare gateway several times faster than daphne on the same host
+    (README, "Serving"; bench/serving.py measures both); `--server daphne` is there to
+    measure that again.
+    """
     from .gateway import Gateway
 
     parser = argparse.ArgumentParser(
@@ -398,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -407,7 +407,16 @@ def main(argv: list[str] | None = None) -> None:
         address=f"http://{args.host}:{args.port}",
         default_id=f"{socket.gethostname()}:{args.port}",
     )
+    # gc.freeze(): the start-up heap (modules, models) is never collected, which takes
+    # the full collections out of the tail latency.
     app = Gateway(replica, max_body_bytes=settings.max_body_bytes, on_started=gc.freeze)
+    if args.server == "daphne":
+        from daphne.server import Server  # no lifespan: the gateway starts on first request
+
+        Server(app, endpoints=[f"tcp:port={args.port}:interface={args.host}"]).run()
+        return
+    import uvicorn
+
     config = uvicorn.Config(
         app,
         host=args.host,

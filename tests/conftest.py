@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -8,9 +9,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from swaps.demo_models import build_demo_models
+from swaps.demo_models import build_demo_models, sleepy_spec
+from swaps.engine.fleet import Fleet
 from swaps.engine.runtimes import RuntimeModel, load
 from swaps.engine.spec import VersionSpec
+
+from .processes import ReplicaProcess, drop_namespace, start_replica
 
 NO_REDIS_MESSAGE = (
     "REDIS_URL is {problem}. Tests need a real Redis: run them with `make test`, or "
@@ -69,3 +73,40 @@ def iris_specs(demo_models_dir: Path) -> dict[str, VersionSpec]:
 def iris_models(iris_specs: dict[str, VersionSpec]) -> dict[str, RuntimeModel]:
     """Every iris demo version, loaded once."""
     return {version: load(spec) for version, spec in iris_specs.items()}
+
+
+GATEWAY_MAX_BODY_BYTES = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def gateway_replica(redis_url, iris_specs, tmp_path_factory) -> Iterator[ReplicaProcess]:
+    """One replica process serving iris 1 (active) and 2 (loaded, pinned only) and sleepy 1.
+
+    Version 3 of iris is registered but never loaded. Bodies over 64 KiB are refused.
+    """
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    replica = start_replica(
+        namespace=namespace,
+        redis_url=redis_url,
+        log_dir=tmp_path_factory.mktemp("gateway"),
+        env={"HOTSWAP_MAX_BODY_BYTES": str(GATEWAY_MAX_BODY_BYTES)},
+    )
+
+    async def deploy() -> None:
+        fleet = Fleet.from_url(redis_url, namespace=namespace)
+        try:
+            for spec in [*iris_specs.values(), sleepy_spec()]:
+                await fleet.publish_spec(spec)
+            swapper = fleet.swapper()
+            await swapper.deploy("iris", "1")
+            await swapper.deploy("sleepy", "1")
+            await fleet.versions.load("iris", "2")
+        finally:
+            await fleet.redis.aclose()
+
+    try:
+        asyncio.run(deploy())
+        yield replica
+    finally:
+        replica.stop()
+        drop_namespace(redis_url, namespace)

@@ -24,7 +24,14 @@ import orjson
 from redis.asyncio import Redis
 
 from .errors import FleetUnavailable
-from .fleet_keys import NO_LIVE_REPLICA, FleetKeys, text, unavailable_as_error, version_field
+from .fleet_keys import (
+    NO_LIVE_REPLICA,
+    FleetKeys,
+    redis_client,
+    text,
+    unavailable_as_error,
+    version_field,
+)
 from .fleet_versions import FleetVersions, desired_entry
 from .hotswapper import ModelHotSwapper, Observer, SwapPolicy
 from .reports import ReplicaReport, live_reports
@@ -233,10 +240,7 @@ class Fleet:
     @classmethod
     def from_url(cls, url: str, *, namespace: str, socket_timeout: float = 2.0, **options) -> Fleet:
         """A fleet on its own client whose every Redis call gives up after `socket_timeout`."""
-        redis = Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
-        )
-        return cls(redis, namespace=namespace, **options)
+        return cls(redis_client(url, timeout=socket_timeout), namespace=namespace, **options)
 
     def swapper(
         self, *, policy: SwapPolicy | None = None, on_change: Observer | None = None

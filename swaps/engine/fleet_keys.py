@@ -25,6 +25,9 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -77,6 +80,21 @@ def version_field(model_id: str, version: str) -> bytes:
 def parse_version_field(field: bytes | str) -> Key:
     model_id, version = orjson.loads(field)
     return model_id, version
+
+
+def redis_client(url: str, *, timeout: float = 2.0) -> Redis:
+    """A client that gives up on a silent Redis after `timeout` seconds.
+
+    A connection Redis closed (it restarted) is retried twice at once on a new one;
+    a Redis that does not answer is not retried, so callers learn within `timeout`.
+    """
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        retry_on_error=[RedisConnectionError],
+    )
 
 
 P = ParamSpec("P")

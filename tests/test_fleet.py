@@ -1,0 +1,325 @@
+"""Swaps across a real fleet: Redis, two replica processes, the engine on Fleet ports.
+
+The engine runs in the test process; the replicas are `python -m swaps.replica`
+subprocesses on their own ports, loading the demo iris models for real inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from swaps.demo_models import sleepy_spec
+from swaps.engine.errors import FleetUnavailable, UnhealthyVersion
+from swaps.engine.fleet import Fleet
+from swaps.engine.hotswapper import ModelHotSwapper, SwapPolicy
+from swaps.engine.results import SwapState
+from tests.engine.conftest import Transitions
+
+from .processes import ReplicaProcess, start_redis, start_replica, start_replicas
+
+pytestmark = pytest.mark.fleet
+
+IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
+HEARTBEAT_TTL = 1.0
+
+
+def sleep_request(seconds: float) -> dict:
+    return {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [seconds]}]}
+
+
+@pytest.fixture
+def fleet_specs(iris_specs):
+    return [*iris_specs.values(), sleepy_spec(version="1"), sleepy_spec(version="2")]
+
+
+async def make_fleet(redis_url: str, redis_namespace: str, specs) -> Fleet:
+    fleet = Fleet.from_url(
+        redis_url,
+        namespace=redis_namespace,
+        heartbeat_ttl=HEARTBEAT_TTL,
+        ack_timeout=5.0,
+        load_timeout=60.0,
+    )
+    for spec in specs:
+        await fleet.publish_spec(spec)
+    return fleet
+
+
+@pytest.fixture
+async def fleet(redis_url, redis_namespace, fleet_specs):
+    fleet = await make_fleet(redis_url, redis_namespace, fleet_specs)
+    yield fleet
+    await fleet.redis.aclose()
+
+
+@pytest.fixture
+def replicas(fleet, redis_url, redis_namespace, tmp_path):
+    started = start_replicas(2, namespace=redis_namespace, redis_url=redis_url, log_dir=tmp_path)
+    yield started
+    for replica in started:
+        replica.stop()
+
+
+@pytest.fixture
+def transitions() -> Transitions:
+    return Transitions()
+
+
+async def serving(fleet: Fleet, transitions: Transitions) -> ModelHotSwapper:
+    swapper = fleet.swapper(
+        policy=SwapPolicy(drain_timeout=60, keep_warm=60, status_interval=0.05),
+        on_change=transitions,
+    )
+    await swapper.deploy("iris", "1")
+    await swapper.deploy("sleepy", "1")
+    transitions.seen.clear()
+    return swapper
+
+
+@pytest.fixture
+async def swapper(fleet, replicas, transitions) -> ModelHotSwapper:
+    return await serving(fleet, transitions)
+
+
+async def infer(client: httpx.AsyncClient, replica: ReplicaProcess, model: str = "iris", body=None):
+    body = body or {"inputs": [IRIS_ROW]}
+    return await client.post(f"{replica.url}/v2/models/{model}/infer", json=body, timeout=60)
+
+
+async def answering_versions(replicas: list[ReplicaProcess], count: int = 5) -> set[str]:
+    async with httpx.AsyncClient() as client:
+        answers = [await infer(client, r) for r in replicas for _ in range(count)]
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    return {a.json()["model_version"] for a in answers}
+
+
+@dataclass
+class Load:
+    """Clients keeping many requests in flight against every replica until stopped."""
+
+    replicas: list[ReplicaProcess]
+    concurrency: int = 16
+    answers: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __aenter__(self) -> Load:
+        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=self.concurrency))
+        targets = itertools.cycle(self.replicas)
+        self._workers = [
+            asyncio.create_task(self._work(next(targets))) for _ in range(self.concurrency)
+        ]
+        await self.wait_for_answers(self.concurrency)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._workers)
+        await self._client.aclose()
+
+    async def _work(self, replica: ReplicaProcess) -> None:
+        while not self._stop.is_set():
+            try:
+                response = await infer(self._client, replica)
+            except httpx.HTTPError as exc:
+                self.failures.append(f"{replica.replica_id}: {exc!r}")
+                continue
+            if response.status_code == 200:
+                self.answers.append(response.json()["model_version"])
+            else:
+                self.failures.append(
+                    f"{replica.replica_id}: {response.status_code} {response.text}"
+                )
+
+    async def wait_for_answers(self, more: int) -> None:
+        target = len(self.answers) + more
+        async with asyncio.timeout(30):
+            while len(self.answers) < target and not self.failures:
+                await asyncio.sleep(0.01)
+
+
+async def test_swaps_and_rollbacks_under_load_fail_no_request(swapper, replicas):
+    async with Load(replicas) as load:
+        for _ in range(3):
+            assert (await swapper.swap_version("iris", "1", "2")).success
+            await load.wait_for_answers(20)
+            assert (await swapper.rollback_version("iris", "1")).success
+            await load.wait_for_answers(20)
+
+    assert load.failures == []
+    assert set(load.answers) == {"1", "2"}
+
+
+async def test_after_a_swap_every_replica_answers_with_the_new_version(swapper, replicas):
+    await swapper.swap_version("iris", "1", "2")
+
+    assert await answering_versions(replicas) == {"2"}
+
+
+async def test_after_a_rollback_every_replica_answers_with_the_old_version(swapper, replicas):
+    await swapper.swap_version("iris", "1", "2")
+
+    await swapper.rollback_version("iris", "1")
+
+    assert await answering_versions(replicas) == {"1"}
+
+
+async def test_the_flip_returns_once_every_replica_applied_the_new_epoch(swapper, fleet):
+    await swapper.swap_version("iris", "1", "2")
+
+    epoch = await fleet.router.epoch("iris")
+    reports = await fleet.replicas()
+    assert [r.epochs["iris"] for r in reports] == [epoch, epoch]
+    assert [r.routes["iris"] for r in reports] == ["2", "2"]
+
+
+async def test_a_request_running_at_the_flip_finishes_on_the_old_version(
+    swapper, fleet, replicas, transitions
+):
+    async with httpx.AsyncClient() as client:
+        held = asyncio.create_task(infer(client, replicas[0], "sleepy", sleep_request(5)))
+        await until(lambda: fleet.inflight.pending("sleepy", "1"), equals=1)
+        swap = asyncio.create_task(swapper.swap_version("sleepy", "1", "2"))
+        draining = await transitions.wait_for(SwapState.DRAINING, timeout=30)
+        meanwhile = await infer(client, replicas[0], "sleepy", sleep_request(0))
+        finished = await held
+        result = await swap
+
+    assert draining.pending_requests == 1
+    assert meanwhile.json()["model_version"] == "2"
+    assert finished.status_code == 200
+    assert finished.json()["model_version"] == "1"
+    assert (result.requests_drained, result.requests_remaining) == (1, 0)
+
+
+async def test_killing_a_replica_mid_drain_does_not_hang_the_swap(
+    swapper, fleet, replicas, transitions
+):
+    doomed, survivor = replicas
+    async with httpx.AsyncClient() as client:
+        held = asyncio.create_task(infer(client, doomed, "sleepy", sleep_request(30)))
+        await until(lambda: fleet.inflight.pending("sleepy", "1"), equals=1)
+        swap = asyncio.create_task(swapper.swap_version("sleepy", "1", "2"))
+        await transitions.wait_for(SwapState.DRAINING, timeout=30)
+        doomed.kill()
+        async with asyncio.timeout(15):  # a deadline, far below the held request's 30 s
+            result = await swap
+        with pytest.raises(httpx.TransportError):
+            await held
+
+    assert result.success
+    assert result.requests_remaining == 0
+    assert [r.replica_id for r in await fleet.replicas()] == [survivor.replica_id]
+    assert await answering_versions([survivor]) == {"1"}  # iris untouched
+
+
+async def test_an_unhealthy_target_is_refused_on_the_fleet_and_routing_stays(swapper, replicas):
+    with pytest.raises(UnhealthyVersion) as refused:
+        await swapper.swap_version("iris", "1", "3")
+
+    assert "shape" in refused.value.health.reason
+    assert refused.value.health.replica in {r.replica_id for r in replicas}
+    assert await answering_versions(replicas) == {"1"}
+
+
+async def test_a_replica_that_joins_later_serves_the_active_version(
+    swapper, fleet, redis_url, redis_namespace, tmp_path
+):
+    await swapper.swap_version("iris", "1", "2")
+
+    late = start_replica(namespace=redis_namespace, redis_url=redis_url, log_dir=tmp_path)
+    try:
+        await until(lambda: ready(late), equals=True)
+        assert await answering_versions([late]) == {"2"}
+    finally:
+        late.stop()
+
+
+async def test_load_without_any_live_replica_fails_clearly(fleet):
+    with pytest.raises(FleetUnavailable, match="no live replica"):
+        await fleet.versions.load("iris", "1")
+
+
+async def test_swap_fails_cleanly_when_redis_goes_away_and_replicas_keep_serving(
+    fleet_specs, redis_namespace, tmp_path, transitions
+):
+    redis_server = start_redis(tmp_path)
+    fleet = await make_fleet(redis_server.url, redis_namespace, fleet_specs)
+    replicas = start_replicas(
+        2, namespace=redis_namespace, redis_url=redis_server.url, log_dir=tmp_path
+    )
+    try:
+        swapper = await serving(fleet, transitions)
+        redis_server.kill()
+
+        async with asyncio.timeout(15):
+            with pytest.raises(FleetUnavailable, match="cannot be reached"):
+                await swapper.swap_version("iris", "1", "2")
+
+        assert await answering_versions(replicas) == {"1"}
+    finally:
+        for replica in replicas:
+            replica.stop()
+        redis_server.kill()
+        await fleet.redis.aclose()
+
+
+async def test_replicas_keep_routes_when_redis_restarts_empty_until_republished(
+    fleet_specs, redis_namespace, tmp_path, transitions
+):
+    redis_server = start_redis(tmp_path)
+    fleet = await make_fleet(redis_server.url, redis_namespace, fleet_specs)
+    replicas = start_replicas(
+        2, namespace=redis_namespace, redis_url=redis_server.url, log_dir=tmp_path
+    )
+    try:
+        swapper = await serving(fleet, transitions)
+        await swapper.swap_version("iris", "1", "2")
+        redis_server.kill()
+        redis_server = start_redis(tmp_path, port=redis_server.port)  # empty
+        await until(lambda: live_count(fleet), equals=2)  # they registered again
+        assert await fleet.is_empty()
+        assert await answering_versions(replicas) == {"2"}
+
+        await fleet.republish(
+            specs=fleet_specs, routes={"iris": ("2", ["1", "2"]), "sleepy": ("1", ["1"])}
+        )
+        result = await swapper.rollback_version("iris", "1")
+
+        assert result.success
+        assert await answering_versions(replicas) == {"1"}
+    finally:
+        for replica in replicas:
+            replica.stop()
+        redis_server.kill()
+        await fleet.redis.aclose()
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+async def until(probe, *, equals, timeout: float = 30.0):
+    """Wait for an async (or plain) probe to return `equals`; fail after `timeout`."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = probe()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value == equals:
+                return value
+            await asyncio.sleep(0.02)
+
+
+async def ready(replica: ReplicaProcess) -> bool:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{replica.url}/v2/health/ready")
+    return response.status_code == 200
+
+
+async def live_count(fleet: Fleet) -> int:
+    return len(await fleet.replicas())
