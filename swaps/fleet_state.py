@@ -109,12 +109,16 @@ def run(operation: Callable[[Engine], Awaitable[T]]) -> T:
     return async_to_sync(main)()
 
 
-async def ensure_specs(engine: Engine, versions: Iterable[ModelVersion]) -> None:
+async def ensure_specs(engine: Engine, specs: Iterable[VersionSpec]) -> None:
     """Publish the versions the fleet does not know yet (registration may have missed it)."""
-    for version in versions:
-        spec = version.as_spec()
+    for spec in specs:
         if await engine.versions.spec(spec.model_id, spec.version) is None:
             await engine.publish_spec(spec)
+
+
+def specs_of(versions: Iterable[ModelVersion | None]) -> list[VersionSpec]:
+    """The specs of these versions, read here: the async side must not touch the ORM."""
+    return [version.as_spec() for version in versions if version is not None]
 
 
 # -- republishing ---------------------------------------------------------------------------

@@ -136,14 +136,13 @@ def flip_rollback(*, swap_id: int) -> Swap:
     """
     swap = Swap.objects.select_related("served_model", "from_version", "to_version").get(pk=swap_id)
     model_id, target = swap.served_model.name, swap.to_version.version
+    specs = fleet_state.specs_of([swap.from_version, swap.to_version])
 
     async def operation(engine: fleet_state.Engine) -> Any:
         async with leases.hold(swap_id):
             if not await sync_to_async(claim)(swap_id=swap_id, message="flipping the route"):
                 return None
-            await fleet_state.ensure_specs(
-                engine, [v for v in (swap.from_version, swap.to_version) if v]
-            )
+            await fleet_state.ensure_specs(engine, specs)
             swapper = engine.swapper(
                 policy=fleet_state.policy(), on_change=Recorder(swap_id, engine.inflight)
             )

@@ -187,12 +187,13 @@ def run_swap(*, swap_id: int) -> Swap:
     model_id = swap.served_model.name
     source = swap.from_version.version if swap.from_version else None
     target = swap.to_version.version
+    specs = fleet_state.specs_of([swap.from_version, swap.to_version])
 
     async def operation(engine: fleet_state.Engine) -> Any:
         async with leases.hold(swap_id):
             if not await sync_to_async(claim)(swap_id=swap_id, message="started by a worker"):
                 return None
-            await fleet_state.ensure_specs(engine, _versions_of(swap))
+            await fleet_state.ensure_specs(engine, specs)
             swapper = engine.swapper(
                 policy=fleet_state.policy(), on_change=Recorder(swap_id, engine.inflight)
             )
@@ -430,10 +431,10 @@ def _audit_finish(swap: Swap) -> None:
 def live_status(*, model: str) -> SwapStatus:
     """The engine's SwapStatus for the model: state, versions and pending requests now."""
     served = get_model(model)
-    versions = list(served.versions.select_related("served_model"))
+    specs = fleet_state.specs_of(served.versions.select_related("served_model"))
 
     async def operation(engine: fleet_state.Engine) -> SwapStatus:
-        await fleet_state.ensure_specs(engine, versions)
+        await fleet_state.ensure_specs(engine, specs)
         return await engine.swapper().get_swap_status(served.name)
 
     return fleet_state.run(operation)
@@ -444,6 +445,3 @@ def _load(swap_id: int) -> Swap:
         "served_model", "from_version", "to_version", "requested_by"
     ).get(pk=swap_id)
 
-
-def _versions_of(swap: Swap) -> list[ModelVersion]:
-    return [v for v in (swap.from_version, swap.to_version) if v is not None]

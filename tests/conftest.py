@@ -16,6 +16,9 @@ from swaps.engine.spec import VersionSpec
 
 from .processes import ReplicaProcess, drop_namespace, start_replica
 
+# The control plane's fixtures (alice, bob, mallory, iris, serving_version, ...).
+pytest_plugins = ["tests.control_plane"]
+
 NO_REDIS_MESSAGE = (
     "REDIS_URL is {problem}. Tests need a real Redis: run them with `make test`, or "
     "`python scripts/with_redis.py -- python -m pytest ...` (starts a private "

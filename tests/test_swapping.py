@@ -1,0 +1,205 @@
+"""Swaps: accepted with a record and a queued job, run by the job, every step recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from swaps import audit, jobs, swapping
+from swaps.models import AuditEntry, ServedModel, Swap, SwapTransition
+from swaps.refusals import Conflict, Forbidden, Invalid, NotAuthenticated, NotFound
+
+pytestmark = pytest.mark.django_db
+
+
+def start(user, *, model="iris", source="1", target="2") -> Swap:
+    return swapping.start_swap(
+        model=model, from_version=source, to_version=target, user=user, via="test"
+    )
+
+
+def test_start_swap_records_a_pending_swap(alice, candidate_version):
+    swap = start(alice)
+
+    swap.refresh_from_db()
+    assert (swap.state, swap.kind, swap.to_version) == ("pending", "swap", candidate_version)
+    assert swap.requested_by == alice
+
+
+def test_start_swap_names_the_job_on_the_record(alice, candidate_version, control_plane):
+    swap = start(alice)
+
+    swap.refresh_from_db()
+    assert swap.rq_job_id == f"{control_plane}-swap-{swap.pk}"
+
+
+def test_start_swap_leaves_the_route_alone_until_the_job_runs(alice, candidate_version, engine):
+    start(alice)
+
+    assert engine.route("iris") == "1"
+
+
+def test_start_swap_is_audited_as_accepted(alice, candidate_version):
+    swap = start(alice)
+
+    entry = AuditEntry.objects.get(action=audit.START_SWAP)
+    assert (entry.actor, entry.outcome, entry.details["swap"]) == ("alice", "accepted", swap.pk)
+
+
+def test_the_swap_job_completes_the_swap(alice, candidate_version):
+    swap = start(alice)
+
+    jobs.run_swap(swap.pk)
+
+    swap.refresh_from_db()
+    assert swap.state == "completed"
+
+
+def test_the_swap_job_routes_the_model_to_the_target(alice, candidate_version, engine):
+    jobs.run_swap(start(alice).pk)
+
+    assert engine.route("iris") == "2"
+
+
+def test_the_database_records_the_new_active_version(alice, iris, candidate_version):
+    jobs.run_swap(start(alice).pk)
+
+    iris.refresh_from_db()
+    assert iris.active_version == candidate_version
+
+
+def test_every_state_the_swap_passed_through_is_a_row(alice, candidate_version):
+    swap = start(alice)
+
+    jobs.run_swap(swap.pk)
+
+    states = list(SwapTransition.objects.filter(swap=swap).values_list("state", flat=True))
+    assert [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s] == [
+        "pending",
+        "swapping",
+        "draining",
+        "completed",
+    ]
+
+
+def test_a_finished_swap_is_audited_with_its_outcome(alice, candidate_version):
+    swap = start(alice)
+
+    jobs.run_swap(swap.pk)
+
+    entry = AuditEntry.objects.get(action=audit.FINISH)
+    assert (entry.outcome, entry.details["swap"], entry.to_version) == ("completed", swap.pk, "2")
+
+
+def test_a_swap_records_the_requests_it_drained(alice, candidate_version):
+    swap = start(alice)
+
+    jobs.run_swap(swap.pk)
+
+    swap.refresh_from_db()
+    assert (swap.requests_drained, swap.requests_remaining) == (0, 0)
+
+
+def test_a_swap_to_an_unhealthy_version_fails_with_the_reason(alice, broken_version):
+    swap = start(alice, target="3")
+
+    jobs.run_swap(swap.pk)
+
+    swap.refresh_from_db()
+    assert swap.state == "failed"
+    assert "failed its health check" in swap.message
+
+
+def test_a_failed_swap_leaves_routing_and_the_record_of_it_untouched(
+    alice, iris, serving_version, broken_version, engine
+):
+    jobs.run_swap(start(alice, target="3").pk)
+
+    iris.refresh_from_db()
+    assert (engine.route("iris"), iris.active_version) == ("1", serving_version)
+
+
+def test_running_the_swap_job_again_changes_nothing(alice, candidate_version):
+    swap = start(alice)
+    jobs.run_swap(swap.pk)
+    rows = SwapTransition.objects.count()
+
+    jobs.run_swap(swap.pk)
+
+    assert SwapTransition.objects.count() == rows
+
+
+def test_a_second_swap_of_the_model_is_refused_while_one_runs(alice, candidate_version):
+    start(alice)
+
+    with pytest.raises(Conflict, match="already running"):
+        start(alice)
+
+
+def test_a_refused_swap_writes_only_its_audit_entry(alice, candidate_version):
+    start(alice)
+    swaps, transitions = Swap.objects.count(), SwapTransition.objects.count()
+
+    with pytest.raises(Conflict):
+        start(alice)
+
+    assert (Swap.objects.count(), SwapTransition.objects.count()) == (swaps, transitions)
+    assert AuditEntry.objects.filter(action=audit.START_SWAP, outcome="refused").count() == 1
+
+
+def test_a_swap_from_a_version_that_is_not_active_is_refused(alice, candidate_version):
+    with pytest.raises(Invalid) as refusal:
+        start(alice, source="2", target="1")
+
+    assert refusal.value.fields == {"from_version": "model 'iris' serves version '1', not '2'"}
+
+
+def test_a_swap_to_the_same_version_is_refused(alice, serving_version):
+    with pytest.raises(Invalid) as refusal:
+        start(alice, source="1", target="1")
+
+    assert refusal.value.fields == {"to_version": swapping.SAME_VERSION}
+
+
+def test_a_swap_to_an_unknown_version_is_refused(alice, iris):
+    with pytest.raises(Invalid) as refusal:
+        start(alice, target="9")
+
+    assert refusal.value.fields == {"to_version": "model 'iris' has no version '9'"}
+
+
+def test_a_swap_of_an_unknown_model_is_refused(alice, iris):
+    with pytest.raises(NotFound, match="model 'nope' does not exist"):
+        start(alice, model="nope")
+
+
+def test_a_swap_needs_the_start_swap_permission(mallory, candidate_version):
+    with pytest.raises(Forbidden, match="swaps.start_swap"):
+        start(mallory)
+
+
+def test_a_swap_needs_a_user(candidate_version):
+    with pytest.raises(NotAuthenticated):
+        start(None)
+
+
+def test_a_model_that_serves_nothing_is_deployed_without_a_source(alice, engine, iris_specs):
+    from .control_plane import add_version
+
+    served = ServedModel.objects.create(name="fresh")
+    add_version(served, iris_specs["1"].__class__(**{**iris_specs["1"].__dict__, "model_id": "fresh"}))
+
+    swap = swapping.start_swap(
+        model="fresh", from_version=None, to_version="1", user=alice, via="test"
+    )
+    jobs.run_swap(swap.pk)
+
+    swap.refresh_from_db()
+    served.refresh_from_db()
+    assert (swap.kind, swap.state, served.active_version.version) == ("deploy", "completed", "1")
+    assert engine.route("fresh") == "1"
+
+
+def test_live_status_reports_the_engine_view_of_the_model(alice, serving_version):
+    status = swapping.live_status(model="iris")
+
+    assert (status.model_id, status.current_version, status.state.value) == ("iris", "1", "idle")
