@@ -240,7 +240,7 @@ def _read_body(request: HttpRequest, allowed: tuple[str, ...]) -> dict[str, Any]
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise Invalid(MALFORMED.format(error=exc)) from None
     if not isinstance(body, dict):
         raise Invalid(NOT_AN_OBJECT)

@@ -1,0 +1,132 @@
+"""GET /api/models, GET /api/models/<model>, its status, and registering versions."""
+
+from __future__ import annotations
+
+import pytest
+
+from swaps.models import AuditEntry, ModelVersion
+
+from .control_plane import client_for, post_json
+
+pytestmark = pytest.mark.django_db
+
+NEW_VERSION = {
+    "version": "4",
+    "runtime": "python",
+    "artifact": "swaps.demo_models:broken_iris",
+    "sample_input": [[5.1, 3.5, 1.4, 0.2]],
+    "expected_output_shape": [-1, 3],
+    "expected_output_dtype": "FP64",
+    "memory_limit_bytes": 100_000_000,
+    "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}],
+}
+
+
+def test_models_lists_each_model_with_its_active_version(alice, serving_version):
+    document = client_for(alice).get("/api/models").json()
+
+    assert [(m["name"], m["active_version"]) for m in document["models"]] == [("iris", "1")]
+
+
+def test_models_lists_the_versions_of_each_model(alice, serving_version):
+    document = client_for(alice).get("/api/models").json()
+
+    assert document["models"][0]["versions"] == ["1", "2", "3"]
+
+
+def test_a_model_shows_its_running_swap(alice, candidate_version):
+    post_json(client_for(alice), "/api/models/iris/swaps", {"from_version": "1", "to_version": "2"})
+
+    document = client_for(alice).get("/api/models/iris").json()
+
+    assert (document["running"]["to_version"], document["running"]["state"]) == ("2", "pending")
+
+
+def test_a_model_details_its_versions(alice, serving_version):
+    document = client_for(alice).get("/api/models/iris").json()
+
+    assert document["versions"][0]["runtime"] == "sklearn"
+    assert document["versions"][0]["first_served_at"] is not None
+
+
+def test_an_unknown_model_gets_404(alice, iris):
+    response = client_for(alice).get("/api/models/nope")
+
+    assert response.status_code == 404
+
+
+def test_status_is_the_engine_swap_status(alice, serving_version):
+    document = client_for(alice).get("/api/models/iris/status").json()
+
+    assert {k: document[k] for k in ("model_id", "current_version", "state")} == {
+        "model_id": "iris",
+        "current_version": "1",
+        "state": "idle",
+    }
+
+
+def test_status_counts_requests_in_flight(alice, serving_version, engine):
+    engine.dispatcher.begin("iris")
+
+    document = client_for(alice).get("/api/models/iris/status").json()
+
+    assert document["pending_requests"] == 1
+
+
+def test_status_of_an_unknown_model_gets_404(alice, iris):
+    assert client_for(alice).get("/api/models/nope/status").status_code == 404
+
+
+def test_registering_a_version_answers_201_with_the_record(alice, iris):
+    response = post_json(client_for(alice), "/api/models/iris/versions", NEW_VERSION)
+
+    assert response.status_code == 201
+    assert (response.json()["version"], response.json()["registered_by"]) == ("4", "alice")
+
+
+def test_a_registered_version_is_published_to_the_fleet(alice, iris, engine):
+    post_json(client_for(alice), "/api/models/iris/versions", NEW_VERSION)
+
+    assert engine.versions._specs[("iris", "4")].runtime == "python"
+
+
+def test_registering_a_version_of_a_new_model_creates_the_model(alice, iris):
+    post_json(client_for(alice), "/api/models/penguins/versions", NEW_VERSION)
+
+    document = client_for(alice).get("/api/models/penguins").json()
+    assert (document["versions"][0]["version"], document["active_version"]) == ("4", None)
+
+
+def test_registering_a_version_twice_gets_409(alice, iris):
+    post_json(client_for(alice), "/api/models/iris/versions", NEW_VERSION)
+
+    response = post_json(client_for(alice), "/api/models/iris/versions", NEW_VERSION)
+
+    assert response.status_code == 409
+    assert ModelVersion.objects.filter(version="4").count() == 1
+
+
+def test_registering_needs_the_register_permission(bob, iris):
+    response = post_json(client_for(bob), "/api/models/iris/versions", NEW_VERSION)
+
+    assert response.status_code == 403
+    assert not ModelVersion.objects.filter(version="4").exists()
+
+
+def test_a_bad_model_name_gets_400(alice, iris):
+    response = post_json(client_for(alice), "/api/models/bad%20name/versions", NEW_VERSION)
+
+    assert response.status_code == 400
+    assert "model" in response.json()["fields"]
+
+
+def test_registering_is_audited(alice, iris):
+    post_json(client_for(alice), "/api/models/iris/versions", NEW_VERSION)
+
+    entry = AuditEntry.objects.get(action="register_version")
+    assert (entry.actor, entry.outcome, entry.model, entry.to_version) == (
+        "alice",
+        "accepted",
+        "iris",
+        "4",
+    )
