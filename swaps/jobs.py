@@ -61,13 +61,13 @@ def enqueue_drain(swap_id: int) -> Job | None:
     return queue().enqueue(drain_rollback, swap_id, job_id=rq_job_id)
 
 
-def enqueue_recovery(swap: Swap, *, reason: str) -> Job | None:
+def enqueue_recovery(swap: Swap, *, reason: str) -> bool:
     """Queue a recovery, unless another sweep claimed the swap first (conditional UPDATE)."""
     rq_job_id = job_id("recover", swap.pk, unique=True)
     claimed = Swap.objects.filter(
         pk=swap.pk, rq_job_id=swap.rq_job_id, state__in=Swap.RUNNING
     ).update(rq_job_id=rq_job_id)
-    if not claimed:
-        return None
-    swap.rq_job_id = rq_job_id
-    return queue().enqueue(recover_swap, swap.pk, reason, job_id=rq_job_id)
+    if claimed:
+        swap.rq_job_id = rq_job_id
+        queue().enqueue(recover_swap, swap.pk, reason, job_id=rq_job_id)
+    return bool(claimed)

@@ -64,7 +64,7 @@ def sweep() -> SweepReport:
         if why is None:
             continue
         reason = RUNNER_STOPPED.format(why=why)
-        if jobs.enqueue_recovery(swap, reason=reason) is not None:
+        if jobs.enqueue_recovery(swap, reason=reason):
             report.recovering.append(swap.pk)
             audit.audit(
                 actor="sweep",

@@ -229,6 +229,8 @@ def resume_swap(*, swap_id: int, reason: str = "") -> Swap:
     if not swap.is_running:
         return swap
     model_id = swap.served_model.name
+    if reason:
+        note(swap=swap, message=reason)
 
     async def operation(engine: fleet_state.Engine) -> tuple[SwapStatus, str | None]:
         async with leases.hold(swap_id):
@@ -269,6 +271,18 @@ def reconcile(*, swap_id: int, status: SwapStatus, route: str | None, reason: st
     if route is not None:
         mark_active(served=swap.served_model, version=route)
     return swap
+
+
+def note(*, swap: Swap, message: str) -> None:
+    """Record an event on a running operation (a recovery taking over) as a transition."""
+    SwapTransition.objects.create(
+        swap=swap,
+        state=swap.state,
+        pending_requests=swap.requests_remaining,
+        message=message,
+        at=timezone.now(),
+    )
+    notify.swap_changed(swap)
 
 
 def _reports_this(status: SwapStatus, swap: Swap) -> bool:

@@ -1,0 +1,52 @@
+"""RQ jobs: queued after the transaction commits, under ids the records carry."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+from rq.job import Job
+
+from swaps import jobs, swapping
+from swaps.models import Swap
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def start(user) -> Swap:
+    return swapping.start_swap(model="iris", from_version="1", to_version="2", user=user, via="t")
+
+
+def test_a_swap_job_is_queued_once_the_transaction_commits(alice, candidate_version):
+    with transaction.atomic():
+        swap = start(alice)
+        queued_inside = list(jobs.queue().job_ids)
+
+    assert queued_inside == []
+    assert jobs.queue().job_ids == [swap.rq_job_id]
+
+
+def test_a_swap_rolled_back_with_its_transaction_queues_no_job(alice, candidate_version):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        start(alice)
+        raise RuntimeError("the caller's transaction fails")
+
+    assert jobs.queue().job_ids == []
+    assert not Swap.objects.exists()
+
+
+def test_the_queued_job_runs_the_swap_of_the_record(alice, candidate_version):
+    swap = start(alice)
+
+    job = Job.fetch(swap.rq_job_id, connection=jobs.queue().connection)
+
+    assert (job.func, job.args) == (jobs.run_swap, (swap.pk,))
+
+
+def test_the_job_id_carries_the_namespace(control_plane):
+    assert jobs.job_id("swap", 7) == f"{control_plane}-swap-7"
+
+
+def test_a_job_id_uses_only_characters_rq_accepts(settings):
+    settings.HOTSWAP_NAMESPACE = "prod:eu.1"
+
+    assert jobs.job_id("swap", 7) == "prod_eu_1-swap-7"

@@ -1,0 +1,183 @@
+"""The recovery sweep: an operation whose runner died is finished or failed, never left."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.utils import timezone
+
+from swaps import audit, jobs, leases, recovery, rollbacks, swapping
+from swaps.engine.results import SwapState, SwapStatus
+from swaps.models import AuditEntry, Swap
+
+# Real commits: the sweep's recovery jobs are queued on commit, like in production.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def lose_job(swap: Swap) -> None:
+    """The job that would have run the operation is gone (deleted from RQ)."""
+    swap.refresh_from_db()
+    jobs.queue().fetch_job(swap.rq_job_id).delete()
+
+
+@pytest.fixture
+def orphaned_drain(alice, served_before) -> Swap:
+    """A rollback that flipped to version 1 and whose drain job never ran (lost)."""
+    rollback = rollbacks.request_rollback(
+        model="iris", target_version="1", reason="bad", user=alice, via="test"
+    )
+    assert rollback.swap.state == "draining"
+    lose_job(rollback.swap)
+    return rollback.swap
+
+
+@pytest.fixture
+def orphaned_before_flip(alice, candidate_version, engine) -> Swap:
+    """A swap 1 -> 2 whose worker died after claiming the model, before the flip."""
+    swap = swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
+    swapping.claim(swap_id=swap.pk, message="started by a worker")
+    status = SwapStatus(
+        model_id="iris",
+        current_version="1",
+        target_version="2",
+        state=SwapState.SWAPPING,
+        start_time=timezone.now(),
+        pending_requests=0,
+        operation="swap",
+        previous_version="1",
+    )
+    async_to_sync(engine.board.begin)(status)
+    lose_job(swap)
+    return Swap.objects.get(pk=swap.pk)
+
+
+def recover(swap: Swap) -> Swap:
+    """What a worker does with the job the sweep queued."""
+    swap.refresh_from_db()
+    job = jobs.queue().fetch_job(swap.rq_job_id)
+    job.func(*job.args)
+    swap.refresh_from_db()
+    return swap
+
+
+def test_the_sweep_queues_a_recovery_for_a_drain_without_a_runner(orphaned_drain):
+    report = recovery.sweep()
+
+    assert report.recovering == [orphaned_drain.pk]
+
+
+def test_the_recovery_finishes_the_drain(orphaned_drain):
+    recovery.sweep()
+
+    assert recover(orphaned_drain).state == "completed"
+
+
+def test_the_record_shows_the_recovery_among_its_transitions(orphaned_drain):
+    recovery.sweep()
+
+    swap = recover(orphaned_drain)
+
+    messages = list(swap.transitions.values_list("message", flat=True))
+    assert any(m.startswith("recovered after its runner stopped") for m in messages)
+
+
+def test_a_recovery_is_audited_with_its_reason(orphaned_drain):
+    recovery.sweep()
+
+    entry = AuditEntry.objects.get(action=audit.RECOVER)
+    assert (entry.model, entry.details["swap"]) == ("iris", orphaned_drain.pk)
+    assert "is gone" in entry.details["reason"]
+
+
+def test_after_recovery_the_database_matches_the_route(orphaned_drain, iris, engine):
+    recovery.sweep()
+    recover(orphaned_drain)
+
+    iris.refresh_from_db()
+    assert iris.active_version.version == engine.route("iris") == "1"
+
+
+def test_a_swap_interrupted_before_the_flip_fails_with_the_reason(orphaned_before_flip):
+    recovery.sweep()
+
+    swap = recover(orphaned_before_flip)
+
+    assert swap.state == "failed"
+    assert "before the route flipped" in swap.message
+
+
+def test_a_swap_interrupted_before_the_flip_leaves_routing_untouched(
+    orphaned_before_flip, iris, engine
+):
+    recovery.sweep()
+    recover(orphaned_before_flip)
+
+    iris.refresh_from_db()
+    assert iris.active_version.version == engine.route("iris") == "1"
+
+
+def test_a_swap_interrupted_after_the_flip_is_completed(orphaned_before_flip, engine, iris):
+    engine.router.apply("iris", "2", 99)  # the flip happened; the worker died right after
+
+    recovery.sweep()
+    swap = recover(orphaned_before_flip)
+
+    iris.refresh_from_db()
+    assert (swap.state, iris.active_version.version) == ("completed", "2")
+
+
+def test_an_operation_whose_runner_holds_its_lease_is_left_alone(orphaned_drain):
+    with leases.sync_client() as client:
+        client.set(leases.lease_key(orphaned_drain.pk), "another-host:1", px=60_000)
+
+    assert recovery.sweep().recovering == []
+
+
+def test_an_operation_whose_job_is_still_queued_is_left_alone(orphaned_drain):
+    jobs.queue().enqueue(jobs.drain_rollback, orphaned_drain.pk, job_id=orphaned_drain.rq_job_id)
+
+    assert recovery.sweep().recovering == []
+
+
+def test_a_swap_just_accepted_is_given_time_to_start(alice, candidate_version):
+    swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
+
+    assert recovery.sweep().recovering == []
+
+
+def test_a_pending_swap_whose_job_was_lost_fails_without_changing_anything(
+    alice, candidate_version, iris, engine
+):
+    swap = swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
+    Swap.objects.filter(pk=swap.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    lose_job(swap)
+
+    recovery.sweep()
+    swap = recover(swap)
+
+    assert (swap.state, swap.message) == ("failed", swapping.LOST_BEFORE_START)
+    assert engine.route("iris") == "1"
+
+
+def test_two_sweeps_queue_one_recovery(orphaned_drain):
+    first, second = recovery.sweep(), recovery.sweep()
+
+    assert (first.recovering, second.recovering) == ([orphaned_drain.pk], [])
+
+
+def test_the_sweep_republishes_a_redis_that_came_back_empty(serving_version, engine):
+    engine.empty = True
+
+    report = recovery.sweep()
+
+    assert report.republished
+    assert engine.republished[-1] == {"iris": ("1", ["1"])}
+
+
+def test_the_sweep_leaves_a_redis_that_holds_the_state(serving_version, engine):
+    published = len(engine.republished)
+
+    assert not recovery.sweep().republished
+    assert len(engine.republished) == published
