@@ -127,21 +127,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_select_related = ["served_model", "registered_by"]
     date_hierarchy = "registered_at"
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        if obj is None:
-            return []
-        # Registered versions are immutable: replicas may have loaded them.
-        return [f.name for f in self.model._meta.fields]
-
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(permissions.REGISTER_VERSION)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Registered versions are immutable (replicas may have loaded them): view only.
+        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     def save_model(self, request: HttpRequest, obj: ModelVersion, form: Any, change: bool) -> None:
-        if change:
-            return
         data = form.cleaned_data
         registered = registry.register_version(
             model=data["served_model"].name,

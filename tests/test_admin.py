@@ -1,0 +1,172 @@
+"""The admin site: version records managed, the rest read-only, changes through the domain."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+
+from swaps import audit
+from swaps.models import AuditEntry, ModelVersion, RollbackRequest, ServedModel
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    admin = User.objects.create_superuser("root", "root@example.com", None)
+    client.force_login(admin)
+    return client
+
+
+@pytest.fixture
+def entry(db) -> AuditEntry:
+    return audit.audit(actor="alice", via="test", action="start_swap", outcome="accepted")
+
+
+def test_the_audit_log_is_listed(admin_client, entry):
+    response = admin_client.get("/admin/swaps/auditentry/")
+
+    assert response.status_code == 200
+    assert b"start_swap" in response.content
+
+
+def test_the_audit_log_offers_no_add(admin_client, entry):
+    assert admin_client.get("/admin/swaps/auditentry/add/").status_code == 403
+
+
+def test_an_audit_entry_cannot_be_changed_from_the_admin(admin_client, entry):
+    admin_client.post(f"/admin/swaps/auditentry/{entry.pk}/change/", {"outcome": "refused"})
+
+    entry.refresh_from_db()
+    assert entry.outcome == "accepted"
+
+
+def test_an_audit_entry_cannot_be_deleted_from_the_admin(admin_client, entry):
+    response = admin_client.post(f"/admin/swaps/auditentry/{entry.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 403
+    assert AuditEntry.objects.filter(pk=entry.pk).exists()
+
+
+def test_the_audit_log_offers_no_bulk_actions(admin_client, entry):
+    response = admin_client.get("/admin/swaps/auditentry/")
+
+    assert response.context["action_form"] is None
+
+
+def test_the_active_version_is_not_editable_in_the_admin(admin_client, iris, candidate_version):
+    admin_client.post(
+        f"/admin/swaps/servedmodel/{iris.pk}/change/",
+        {
+            "description": "changed",
+            "active_version": candidate_version.pk,
+            "versions-TOTAL_FORMS": "0",
+            "versions-INITIAL_FORMS": "0",
+        },
+    )
+
+    iris.refresh_from_db()
+    assert (iris.description, iris.active_version.version) == ("changed", "1")
+
+
+def test_requiring_approval_goes_through_the_domain_and_is_audited(admin_client, iris):
+    admin_client.post(
+        "/admin/swaps/servedmodel/",
+        {"action": "require_approval", "_selected_action": [iris.pk]},
+    )
+
+    iris.refresh_from_db()
+    assert iris.rollback_requires_approval
+    assert AuditEntry.objects.get(action="set_rollback_approval").actor == "root"
+
+
+def test_versions_are_listed_with_filters_and_search(admin_client, serving_version):
+    response = admin_client.get("/admin/swaps/modelversion/?runtime=sklearn&q=iris")
+
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == [serving_version]
+
+
+def test_adding_a_version_registers_it_through_the_domain(admin_client, iris, engine):
+    response = admin_client.post(
+        "/admin/swaps/modelversion/add/",
+        {
+            "served_model": iris.pk,
+            "version": "5",
+            "runtime": "python",
+            "artifact": "swaps.demo_models:broken_iris",
+            "sample_input": "[[5.1, 3.5, 1.4, 0.2]]",
+            "expected_output_shape": "[-1, 3]",
+            "expected_output_dtype": "FP64",
+            "memory_limit_bytes": "100000000",
+            "inputs": "[]",
+            "outputs": "[]",
+        },
+    )
+
+    assert response.status_code == 302
+    version = ModelVersion.objects.get(version="5")
+    assert version.registered_by.username == "root"
+    assert AuditEntry.objects.get(action="register_version").via == "admin"
+    assert ("iris", "5") in engine.versions._specs
+
+
+def test_adding_a_version_with_bad_fields_shows_the_domain_message(admin_client, iris):
+    response = admin_client.post(
+        "/admin/swaps/modelversion/add/",
+        {
+            "served_model": iris.pk,
+            "version": "5",
+            "runtime": "python",
+            "artifact": "no-colon-here",
+            "sample_input": "[[5.1]]",
+            "expected_output_shape": "[-1]",
+            "expected_output_dtype": "INT64",
+            "memory_limit_bytes": "1000",
+            "inputs": "[]",
+            "outputs": "[]",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "package.module:factory" in str(response.context["adminform"].form.errors)
+    assert not ModelVersion.objects.filter(version="5").exists()
+
+
+def test_a_registered_version_cannot_be_changed(admin_client, serving_version):
+    response = admin_client.post(
+        f"/admin/swaps/modelversion/{serving_version.pk}/change/", {"artifact": "/tmp/evil"}
+    )
+
+    serving_version.refresh_from_db()
+    assert response.status_code == 403
+    assert serving_version.artifact != "/tmp/evil"
+
+
+def test_swaps_are_read_only_with_their_transitions(admin_client, alice, served_before):
+    swap = served_before.served_model.swaps.get()
+
+    response = admin_client.get(f"/admin/swaps/swap/{swap.pk}/change/")
+
+    assert response.status_code == 200
+    assert b"draining" in response.content
+    assert admin_client.get("/admin/swaps/swap/add/").status_code == 403
+
+
+def test_a_rollback_request_is_approved_from_the_admin_through_the_domain(
+    admin_client, alice, iris, served_before, engine
+):
+    ServedModel.objects.filter(pk=iris.pk).update(rollback_requires_approval=True)
+    from swaps import rollbacks
+
+    waiting = rollbacks.request_rollback(
+        model="iris", target_version="1", reason="bad", user=alice, via="test"
+    )
+
+    admin_client.post(
+        "/admin/swaps/rollbackrequest/",
+        {"action": "approve", "_selected_action": [waiting.pk]},
+    )
+
+    assert RollbackRequest.objects.get().state == "approved"
+    assert engine.route("iris") == "1"

@@ -1,0 +1,38 @@
+"""Runner leases: one runner per operation, visible to the sweep while it runs."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+
+from swaps import leases
+
+
+async def held_during(swap_id: int) -> set[int]:
+    async with leases.hold(swap_id):
+        return leases.leased_swaps([swap_id, swap_id + 1])
+
+
+async def second_runner(swap_id: int) -> None:
+    async with leases.hold(swap_id):
+        async with leases.hold(swap_id):
+            pass
+
+
+def test_a_held_lease_is_seen_by_the_sweep(control_plane):
+    assert async_to_sync(held_during)(7) == {7}
+
+
+def test_a_lease_is_let_go_when_its_runner_finishes(control_plane):
+    async_to_sync(held_during)(7)
+
+    assert leases.leased_swaps([7]) == set()
+
+
+def test_a_second_runner_is_refused_the_lease(control_plane):
+    with pytest.raises(leases.LeaseHeld, match="swap 7 is already being run by"):
+        async_to_sync(second_runner)(7)
+
+
+def test_a_lease_lives_under_the_namespace(control_plane):
+    assert leases.lease_key(7) == f"{control_plane}:lease:swap:7"
