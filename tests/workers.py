@@ -86,7 +86,11 @@ def start_worker(log_dir: Path, *, name: str = "worker", **env: str) -> WorkerPr
     log_path = log_dir / f"{name}.log"
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
-            [sys.executable, "manage.py", "rqworker", settings.HOTSWAP_RQ_QUEUE],
+            [
+                *(sys.executable, "manage.py", "rqworker", settings.HOTSWAP_RQ_QUEUE),
+                # Named under the namespace, so the test's clean-up finds its RQ keys.
+                *("--name", f"{settings.HOTSWAP_NAMESPACE}-{name}"),
+            ],
             cwd=ROOT,
             env=django_env(**env),
             stdout=log,

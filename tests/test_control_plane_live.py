@@ -1,0 +1,213 @@
+"""The control plane end to end: API -> RQ worker process -> replica process, on real Redis.
+
+A real `manage.py rqworker` (the project's SweepingWorker) and a real replica
+(`python -m swaps.replica`) run as subprocesses on this test's Redis namespace, RQ
+queue and database. Requests go through the API as alice and bob would send them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+from django.utils import timezone
+
+from swaps import fleet_state
+from swaps.demo_models import sleepy_spec
+from swaps.models import AuditEntry, ServedModel, Swap
+
+from .control_plane import add_version, client_for, post_json
+from .processes import ReplicaProcess, start_replica, wait_until
+from .workers import start_worker
+
+pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
+
+IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
+# Long enough to be sure the worker dies while the request still runs, short enough
+# that the drain the recovery resumes ends soon after.
+HELD_SECONDS = 12.0
+
+
+@pytest.fixture
+def live_settings(settings, control_plane):
+    settings.HOTSWAP_LEASE_TTL = 1.0
+    settings.HOTSWAP_HEARTBEAT_TTL = 1.0
+    settings.HOTSWAP_DRAIN_TIMEOUT = 60.0
+    return settings
+
+
+@pytest.fixture
+def replica(live_settings, redis_url, tmp_path):
+    started = start_replica(
+        namespace=live_settings.HOTSWAP_NAMESPACE, redis_url=redis_url, log_dir=tmp_path
+    )
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def worker(live_settings, tmp_path):
+    started = start_worker(tmp_path, HOTSWAP_DRAIN_TIMEOUT="60")
+    yield started
+    started.stop()
+
+
+def serve(name: str, specs, replica: ReplicaProcess) -> ServedModel:
+    """Records for `specs` (the first active), published, and served by the replica."""
+    served = ServedModel.objects.create(name=name)
+    add_version(served, specs[0], first_served_at=timezone.now())
+    for spec in specs[1:]:
+        add_version(served, spec)
+    served.active_version = served.versions.get(version=specs[0].version)
+    served.save()
+    fleet_state.republish_from_database()
+    wait_until(lambda: answer(replica, name).get("model_version"), timeout=60, what="a route")
+    return served
+
+
+@pytest.fixture
+def iris(replica, iris_specs, db) -> ServedModel:
+    return serve("iris", [iris_specs["1"], iris_specs["2"]], replica)
+
+
+@pytest.fixture
+def sleepy(replica, db) -> ServedModel:
+    return serve("sleepy", [sleepy_spec(version="1"), sleepy_spec(version="2")], replica)
+
+
+def answer(replica: ReplicaProcess, model: str, *, seconds: float = 0.0) -> dict:
+    if model == "sleepy":
+        row = {"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [seconds]}
+    else:
+        row = IRIS_ROW
+    response = httpx.post(
+        f"{replica.url}/v2/models/{model}/infer", json={"inputs": [row]}, timeout=60
+    )
+    return response.json() if response.status_code == 200 else {}
+
+
+def finished(swap_id: int, worker, timeout: float = 90.0) -> Swap:
+    def final() -> Swap | None:
+        swap = Swap.objects.get(pk=swap_id)
+        return None if swap.is_running else swap
+
+    try:
+        return wait_until(final, timeout=timeout, what=f"swap {swap_id} to finish")
+    except TimeoutError:
+        raise AssertionError(f"worker log:\n{worker.log()}") from None
+
+
+def route(model: str) -> str | None:
+    async def active(engine):
+        return await engine.router.active(model)
+
+    return fleet_state.run(active)
+
+
+def pending(model: str, version: str) -> int:
+    async def count(engine):
+        return await engine.inflight.pending(model, version)
+
+    return fleet_state.run(count)
+
+
+def audit_trail(model: str) -> list[tuple[str, str, str]]:
+    entries = AuditEntry.objects.filter(model=model).order_by("id")
+    return [(e.actor, e.action, e.outcome) for e in entries]
+
+
+def test_a_swap_goes_from_the_api_to_completed_through_a_real_worker(alice, iris, replica, worker):
+    response = post_json(
+        client_for(alice), "/api/models/iris/swaps", {"from_version": "1", "to_version": "2"}
+    )
+    assert response.status_code == 202
+
+    swap = finished(response.json()["id"], worker)
+
+    iris.refresh_from_db()
+    assert (swap.state, iris.active_version.version) == ("completed", "2")
+    assert [t.state for t in swap.transitions.all()][:3] == ["pending", "swapping", "swapping"]
+    assert answer(replica, "iris")["model_version"] == route("iris") == "2"
+    assert audit_trail("iris") == [
+        ("alice", "start_swap", "accepted"),
+        ("alice", "finish", "completed"),
+    ]
+
+
+def test_an_approval_gated_rollback_goes_from_the_api_to_completed(
+    alice, bob, iris, replica, worker
+):
+    swap_id = post_json(
+        client_for(alice), "/api/models/iris/swaps", {"from_version": "1", "to_version": "2"}
+    ).json()["id"]
+    finished(swap_id, worker)
+    ServedModel.objects.filter(pk=iris.pk).update(rollback_requires_approval=True)
+
+    waiting = post_json(
+        client_for(alice),
+        "/api/models/iris/rollbacks",
+        {"target_version": "1", "reason": "version 2 answers wrong"},
+    ).json()
+    assert (waiting["state"], answer(replica, "iris")["model_version"]) == ("pending", "2")
+
+    approved = post_json(client_for(bob), f"/api/rollbacks/{waiting['id']}/approve")
+    assert approved.status_code == 202
+    # The approval itself flipped the route: the replica answers with 1 before any job ran.
+    assert answer(replica, "iris")["model_version"] == "1"
+
+    rollback = finished(approved.json()["swap"]["id"], worker)
+
+    iris.refresh_from_db()
+    assert (rollback.kind, rollback.state, iris.active_version.version) == (
+        "rollback",
+        "completed",
+        "1",
+    )
+    assert route("iris") == "1"
+    assert audit_trail("iris")[2:] == [
+        ("alice", "request_rollback", "accepted"),
+        ("bob", "approve_rollback", "accepted"),
+        ("alice", "finish", "completed"),
+    ]
+
+
+def test_a_worker_killed_mid_drain_is_recovered_by_the_next_worker(
+    alice, sleepy, replica, worker, tmp_path
+):
+    held: dict = {}
+    holder = threading.Thread(
+        target=lambda: held.update(answer(replica, "sleepy", seconds=HELD_SECONDS))
+    )
+    holder.start()
+    wait_until(lambda: pending("sleepy", "1") == 1, timeout=30, what="a request in flight")
+
+    swap_id = post_json(
+        client_for(alice), "/api/models/sleepy/swaps", {"from_version": "1", "to_version": "2"}
+    ).json()["id"]
+    wait_until(
+        lambda: Swap.objects.get(pk=swap_id).state == "draining",
+        timeout=60,
+        what="the swap to drain",
+    )
+    worker.kill_with_its_work_horse()
+
+    assert Swap.objects.get(pk=swap_id).state == "draining"  # left behind by the dead worker
+
+    successor = start_worker(tmp_path, name="successor", HOTSWAP_DRAIN_TIMEOUT="60")
+    try:
+        swap = finished(swap_id, successor)
+    finally:
+        successor.stop()
+    holder.join(timeout=60)
+
+    sleepy.refresh_from_db()
+    assert (swap.state, swap.requests_drained, swap.requests_remaining) == ("completed", 1, 0)
+    assert any(
+        t.message.startswith("recovered after its runner stopped") for t in swap.transitions.all()
+    )
+    assert sleepy.active_version.version == route("sleepy") == "2"
+    assert answer(replica, "sleepy")["model_version"] == "2"
+    assert held["model_version"] == "1"  # the request running at the flip was never cut off
+    assert ("sweep", "recover", "accepted") in audit_trail("sleepy")
+
