@@ -17,12 +17,12 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from swaps import audit, fleet_state, leases, notify, permissions
+from swaps import audit, fleet_state, jobs, leases, notify, permissions
 from swaps.engine.errors import SwapError
 from swaps.models import ModelVersion, RollbackRequest, ServedModel, Swap
 from swaps.refusals import Conflict, Forbidden, NotFound, invalid_fields
 from swaps.registry import get_model
-from swaps.swapping import UNKNOWN_VERSION, Recorder, claim, create_operation, settle
+from swaps.swapping import UNKNOWN_VERSION, claim, create_operation, running, settle
 
 UNKNOWN_REQUEST = "rollback request {request_id} does not exist"
 OWN_REQUEST = "nobody approves or rejects their own rollback request: ask another approver"
@@ -139,19 +139,16 @@ def flip_rollback(*, swap_id: int) -> Swap:
     specs = fleet_state.specs_of([swap.from_version, swap.to_version])
 
     async def operation(engine: fleet_state.Engine) -> Any:
-        async with leases.hold(swap_id):
+        async with running(swap_id, engine) as (swapper, recorder):
             if not await sync_to_async(claim)(swap_id=swap_id, message="flipping the route"):
                 return None
             await fleet_state.ensure_specs(engine, specs)
-            swapper = engine.swapper(
-                policy=fleet_state.policy(), on_change=Recorder(swap_id, engine.inflight)
-            )
             result = await swapper.rollback_version(model_id, target, wait_for_drain=False)
             if result.success:
-                # Queued while the lease is still ours, so the sweep never sees the
-                # drain without a runner.
-                from swaps import jobs
-
+                # The drain job starts from the record: it must say Draining first. And
+                # it is queued while the lease is still ours, so the sweep never sees
+                # the drain without a runner.
+                await recorder.flush()
                 await sync_to_async(jobs.enqueue_drain)(swap_id)
             return result
 

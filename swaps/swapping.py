@@ -12,7 +12,10 @@ requests), and the engine's own claim in Redis.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -21,6 +24,7 @@ from django.utils import timezone
 
 from swaps import audit, fleet_state, leases, notify, permissions
 from swaps.engine.errors import SwapError
+from swaps.engine.hotswapper import ModelHotSwapper
 from swaps.engine.ports import InflightTracker
 from swaps.engine.results import SwapState, SwapStatus
 from swaps.models import ModelVersion, ServedModel, Swap, SwapTransition
@@ -190,13 +194,10 @@ def run_swap(*, swap_id: int) -> Swap:
     specs = fleet_state.specs_of([swap.from_version, swap.to_version])
 
     async def operation(engine: fleet_state.Engine) -> Any:
-        async with leases.hold(swap_id):
+        async with running(swap_id, engine) as (swapper, _):
             if not await sync_to_async(claim)(swap_id=swap_id, message="started by a worker"):
                 return None
             await fleet_state.ensure_specs(engine, specs)
-            swapper = engine.swapper(
-                policy=fleet_state.policy(), on_change=Recorder(swap_id, engine.inflight)
-            )
             if source is None:
                 return await swapper.deploy(model_id, target)
             return await swapper.swap_version(model_id, source, target)
@@ -233,10 +234,7 @@ def resume_swap(*, swap_id: int, reason: str = "") -> Swap:
         note(swap=swap, message=reason)
 
     async def operation(engine: fleet_state.Engine) -> tuple[SwapStatus, str | None]:
-        async with leases.hold(swap_id):
-            swapper = engine.swapper(
-                policy=fleet_state.policy(), on_change=Recorder(swap_id, engine.inflight)
-            )
+        async with running(swap_id, engine) as (swapper, _):
             status = await swapper.resume(model_id)
             return status, await engine.router.active(model_id)
 
@@ -315,13 +313,17 @@ def claim(*, swap_id: int, message: str) -> bool:
 class Recorder:
     """The engine's `on_change` observer for one operation: each status becomes a row.
 
-    The ORM calls go through `sync_to_async`, which under `fleet_state.run` runs them on
-    the thread that called `run`, inside its transaction, if any.
+    The engine awaits its observer between steps, so the writes are handed to a chain
+    of tasks instead of being awaited: a rollback's flip never waits on the database.
+    They run in order, and `flush` (at the end of `running`) waits for the last one.
+    The ORM calls go through `sync_to_async`, which under `fleet_state.run` runs them
+    on the thread that called `run`, inside its transaction, if any.
     """
 
     def __init__(self, swap_id: int, inflight: InflightTracker) -> None:
         self.swap_id = swap_id
         self._inflight = inflight
+        self._last: asyncio.Task | None = None
 
     async def __call__(self, status: SwapStatus) -> None:
         drained = None
@@ -329,9 +331,36 @@ class Recorder:
         if not status.state.running and left and baseline is not None:
             # What the engine's drain counts: completions on the left version since the flip.
             drained = max(await self._inflight.completed(status.model_id, left) - baseline, 0)
-        await sync_to_async(record_transition)(
-            swap_id=self.swap_id, status=status, requests_drained=drained
-        )
+        self._last = asyncio.ensure_future(self._write(self._last, status, drained))
+
+    async def flush(self) -> None:
+        if self._last is not None:
+            await self._last
+
+    async def _write(
+        self, before: asyncio.Task | None, status: SwapStatus, drained: int | None
+    ) -> None:
+        if before is not None:
+            await before
+        try:
+            await sync_to_async(record_transition)(
+                swap_id=self.swap_id, status=status, requests_drained=drained
+            )
+        except Exception:  # the next write, the job or the sweep settles the record
+            log.exception("could not record %s of swap %s", status.state, self.swap_id)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    swap_id: int, engine: fleet_state.Engine
+) -> AsyncIterator[tuple[ModelHotSwapper, Recorder]]:
+    """Hold the swap's lease; hand out a swapper whose every transition is recorded."""
+    async with leases.hold(swap_id):
+        recorder = Recorder(swap_id, engine.inflight)
+        try:
+            yield engine.swapper(policy=fleet_state.policy(), on_change=recorder), recorder
+        finally:
+            await recorder.flush()
 
 
 def record_transition(
@@ -366,7 +395,8 @@ def record_transition(
             message=status.message,
             at=now,
         )
-        if status.current_version:
+        # Swapping is before the flip: the route is still the one the database has.
+        if status.current_version and state != Swap.State.SWAPPING:
             mark_active(served=swap.served_model, version=status.current_version)
         if state in Swap.FINAL:
             _audit_finish(swap)
@@ -458,4 +488,3 @@ def _load(swap_id: int) -> Swap:
     return Swap.objects.select_related(
         "served_model", "from_version", "to_version", "requested_by"
     ).get(pk=swap_id)
-

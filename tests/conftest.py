@@ -16,9 +16,6 @@ from swaps.engine.spec import VersionSpec
 
 from .processes import ReplicaProcess, drop_namespace, start_replica
 
-# The control plane's fixtures (alice, bob, mallory, iris, serving_version, ...).
-pytest_plugins = ["tests.control_plane"]
-
 NO_REDIS_MESSAGE = (
     "REDIS_URL is {problem}. Tests need a real Redis: run them with `make test`, or "
     "`python scripts/with_redis.py -- python -m pytest ...` (starts a private "
@@ -113,3 +110,10 @@ def gateway_replica(redis_url, iris_specs, tmp_path_factory) -> Iterator[Replica
     finally:
         replica.stop()
         drop_namespace(redis_url, namespace)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The control plane's fixtures (alice, bob, mallory, iris, serving_version, ...) need
+    # Django's models; a run with `-p no:django` (the engine's own) goes without them.
+    if config.pluginmanager.has_plugin("django"):
+        config.pluginmanager.import_plugin("tests.control_plane")

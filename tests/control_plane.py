@@ -146,5 +146,8 @@ def post_json(client: Client, path: str, body=None, **extra):
     import json
 
     return client.post(
-        path, data=json.dumps(body if body is not None else {}), content_type="application/json", **extra
+        path,
+        data=json.dumps(body if body is not None else {}),
+        content_type="application/json",
+        **extra,
     )

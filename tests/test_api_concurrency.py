@@ -49,7 +49,9 @@ def test_two_simultaneous_swaps_of_one_model_one_202_one_409(alice, candidate_ve
 
 
 def test_two_simultaneous_swaps_leave_exactly_one_record(alice, candidate_version):
-    race(alice, [{"from_version": "1", "to_version": "2"}, {"from_version": "1", "to_version": "3"}])
+    race(
+        alice, [{"from_version": "1", "to_version": "2"}, {"from_version": "1", "to_version": "3"}]
+    )
 
     assert Swap.objects.count() == 1
 

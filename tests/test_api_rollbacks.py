@@ -53,7 +53,9 @@ def test_approving_your_own_request_gets_403(bob, served_before, approval_requir
     assert response.status_code == 403
 
 
-def test_rejection_gets_200_and_changes_nothing(alice, bob, served_before, approval_required, engine):
+def test_rejection_gets_200_and_changes_nothing(
+    alice, bob, served_before, approval_required, engine
+):
     request_id = post_json(client_for(alice), "/api/models/iris/rollbacks", ROLLBACK).json()["id"]
 
     response = post_json(client_for(bob), f"/api/rollbacks/{request_id}/reject")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from io import StringIO
 
 import pytest
@@ -11,6 +12,9 @@ from django.core.management import CommandError, call_command
 
 from swaps import jobs, tokens
 from swaps.models import ModelVersion, RollbackRequest, ServedModel, Swap
+
+from .control_plane import add_version
+from .workers import manage
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +41,7 @@ def test_swap_json_is_the_swap_record(alice, candidate_version):
 
 
 def test_swap_refusals_are_one_line_errors(alice, iris):
-    with pytest.raises(CommandError, match="^model 'nope' does not exist$"):
+    with pytest.raises(CommandError, match=r"^model 'nope' does not exist$"):
         run("swap", "nope", "1", "2", "--user", "alice")
 
 
@@ -54,16 +58,14 @@ def test_a_command_checks_the_user_permissions(mallory, candidate_version):
 
 
 def test_an_unknown_user_is_a_one_line_error(candidate_version):
-    with pytest.raises(CommandError, match="^no user named 'eve'$"):
+    with pytest.raises(CommandError, match=r"^no user named 'eve'$"):
         run("swap", "iris", "1", "2", "--user", "eve")
 
 
 def test_swap_with_a_dash_deploys_a_model_that_serves_nothing(alice, engine, iris_specs):
-    from dataclasses import replace
-
-    from .control_plane import add_version
-
-    add_version(ServedModel.objects.create(name="fresh"), replace(iris_specs["1"], model_id="fresh"))
+    add_version(
+        ServedModel.objects.create(name="fresh"), replace(iris_specs["1"], model_id="fresh")
+    )
 
     document = run_json("swap", "fresh", "-", "1", "--user", "alice")
 
@@ -210,7 +212,9 @@ def test_seed_demo_again_changes_nothing(seeded):
     assert ModelVersion.objects.count() == 3
 
 
-def test_the_demo_users_passwords_can_come_from_the_environment(engine, settings, tmp_path, monkeypatch):
+def test_the_demo_users_passwords_can_come_from_the_environment(
+    engine, settings, tmp_path, monkeypatch
+):
     settings.HOTSWAP_RUN_DIR = tmp_path
     monkeypatch.setenv("HOTSWAP_DEMO_PASSWORD", "correct horse battery staple")
 
@@ -221,8 +225,6 @@ def test_the_demo_users_passwords_can_come_from_the_environment(engine, settings
 
 @pytest.mark.django_db(transaction=True)
 def test_a_refused_command_exits_1_with_one_line_on_stderr(alice, iris):
-    from .workers import manage
-
     result = manage("swap", "nope", "1", "2", "--user", "alice")
 
     assert result.returncode == 1

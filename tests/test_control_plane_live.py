@@ -210,4 +210,3 @@ def test_a_worker_killed_mid_drain_is_recovered_by_the_next_worker(
     assert answer(replica, "sleepy")["model_version"] == "2"
     assert held["model_version"] == "1"  # the request running at the flip was never cut off
     assert ("sweep", "recover", "accepted") in audit_trail("sleepy")
-

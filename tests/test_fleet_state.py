@@ -54,7 +54,9 @@ def test_an_empty_redis_gets_every_route_back_even_mid_swap(alice, candidate_ver
     assert engine.republished[-1] == {"iris": ("1", ["1"])}
 
 
-def test_any_engine_call_republishes_first_if_redis_came_back_empty(alice, candidate_version, engine):
+def test_any_engine_call_republishes_first_if_redis_came_back_empty(
+    alice, candidate_version, engine
+):
     engine.empty = True
     swap = swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
 

@@ -120,7 +120,7 @@ def test_nobody_approves_their_own_request(bob, served_before, approval_required
 def test_approving_needs_the_approve_permission(alice, mallory, served_before, approval_required):
     waiting = request(alice)
 
-    with pytest.raises(Forbidden, match="swaps.approve_rollback"):
+    with pytest.raises(Forbidden, match=r"swaps\.approve_rollback"):
         rollbacks.approve_rollback(request_id=waiting.pk, user=mallory, via="test")
 
 
@@ -129,11 +129,13 @@ def test_an_operator_without_approve_permission_cannot_approve(
 ):
     waiting = request(bob)
 
-    with pytest.raises(Forbidden, match="swaps.approve_rollback"):
+    with pytest.raises(Forbidden, match=r"swaps\.approve_rollback"):
         rollbacks.approve_rollback(request_id=waiting.pk, user=alice, via="test")
 
 
-def test_a_rejected_request_changes_nothing(alice, bob, iris, served_before, approval_required, engine):
+def test_a_rejected_request_changes_nothing(
+    alice, bob, iris, served_before, approval_required, engine
+):
     waiting = request(alice)
 
     rejected = rollbacks.reject_rollback(request_id=waiting.pk, user=bob, via="test")
