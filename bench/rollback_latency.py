@@ -217,12 +217,7 @@ def main() -> int:
     )
     _, secret = tokens.create_api_token(user=alice, name="bench", via="bench")
     for spec in build_demo_models(workdir / "models")[:2]:
-        registry.register_version(
-            **{k: v for k, v in spec.as_dict().items() if k not in ("model_id",)},
-            model=spec.model_id,
-            user=alice,
-            via="bench",
-        )
+        registry.register_spec(spec=spec, user=alice, via="bench")
     swapping.mark_active(served=registry.get_model("iris"), version="1")
 
     fleet = Fleet(workdir, env)

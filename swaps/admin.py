@@ -90,18 +90,7 @@ class ServedModelAdmin(admin.ModelAdmin):
 class VersionForm(forms.ModelForm):
     class Meta:
         model = ModelVersion
-        fields = [
-            "served_model",
-            "version",
-            "runtime",
-            "artifact",
-            "sample_input",
-            "expected_output_shape",
-            "expected_output_dtype",
-            "memory_limit_bytes",
-            "inputs",
-            "outputs",
-        ]
+        fields = ["served_model", *registry.VERSION_FIELDS]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -110,7 +99,7 @@ class VersionForm(forms.ModelForm):
         served = data["served_model"]
         try:
             registry.check_version_fields(
-                model=served.name, **{name: data.get(name) for name in self.Meta.fields[1:]}
+                model=served.name, **{name: data.get(name) for name in registry.VERSION_FIELDS}
             )
         except Refused as refusal:
             for name, problem in refusal.fields.items():
@@ -141,7 +130,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         registered = registry.register_version(
             model=data["served_model"].name,
-            **{name: data.get(name) for name in VersionForm.Meta.fields[1:]},
+            **{name: data.get(name) for name in registry.VERSION_FIELDS},
             user=request.user,
             via="admin",
         )

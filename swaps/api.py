@@ -114,22 +114,9 @@ def model_detail(request, user, body, *, via, model):
     return 200, documents.model_document(registry.get_model(model), detail=True)
 
 
-VERSION_FIELDS = (
-    "version",
-    "runtime",
-    "artifact",
-    "sample_input",
-    "expected_output_shape",
-    "expected_output_dtype",
-    "memory_limit_bytes",
-    "inputs",
-    "outputs",
-)
-
-
-@endpoint("POST", action=audit.REGISTER_VERSION, fields=VERSION_FIELDS)
+@endpoint("POST", action=audit.REGISTER_VERSION, fields=registry.VERSION_FIELDS)
 def register_version(request, user, body, *, via, model):
-    given = {name: body.get(name) for name in VERSION_FIELDS}
+    given = {name: body.get(name) for name in registry.VERSION_FIELDS}
     given["inputs"] = body.get("inputs", [])
     given["outputs"] = body.get("outputs", [])
     version = registry.register_version(model=model, **given, user=user, via=via)

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 
 from swaps import audit, fleet_state, permissions
 from swaps.engine.errors import SwapError
-from swaps.engine.spec import RUNTIMES, TensorSpec
+from swaps.engine.spec import RUNTIMES, TensorSpec, VersionSpec
 from swaps.engine.tensors import V2_TO_NUMPY
 from swaps.models import NAME_HELP, NAME_PATTERN, ModelVersion, ServedModel
 from swaps.refusals import Conflict, NotFound, invalid_fields
@@ -38,6 +38,20 @@ def get_model(name: str) -> ServedModel:
         return ServedModel.objects.select_related("active_version").get(name=name)
     except ServedModel.DoesNotExist:
         raise NotFound(UNKNOWN_MODEL.format(model=name)) from None
+
+
+# What a version record holds besides its model and name: a VersionSpec's fields.
+SPEC_FIELDS = (
+    "runtime",
+    "artifact",
+    "sample_input",
+    "expected_output_shape",
+    "expected_output_dtype",
+    "memory_limit_bytes",
+    "inputs",
+    "outputs",
+)
+VERSION_FIELDS = ("version", *SPEC_FIELDS)
 
 
 def all_models() -> list[ServedModel]:
@@ -96,6 +110,18 @@ def register_version(
             raise Conflict(ALREADY_REGISTERED.format(version=version, model=model)) from None
     _publish(registered)
     return registered
+
+
+def register_spec(*, spec: VersionSpec, user: permissions.User, via: str) -> ModelVersion:
+    """Register a version given as an engine `VersionSpec` (demo models, benchmarks)."""
+    data = spec.as_dict()
+    return register_version(
+        model=spec.model_id,
+        version=spec.version,
+        **{name: data[name] for name in SPEC_FIELDS},
+        user=user,
+        via=via,
+    )
 
 
 def set_rollback_approval(

@@ -11,6 +11,8 @@ request changes nothing.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -85,13 +87,8 @@ def request_rollback(
 
 def approve_rollback(*, request_id: int, user: permissions.User, via: str) -> RollbackRequest:
     """Approve a waiting request (another user's) and flip the route at once."""
-    with audit.attempt(
-        actor=user, via=via, action=audit.APPROVE_ROLLBACK, details={"request": request_id}
-    ) as record:
-        approver = permissions.require(
-            user, permissions.APPROVE_ROLLBACK, action="approve a rollback"
-        )
-        request = _decidable(request_id, approver, record)
+    with _deciding(request_id, user, via, action=audit.APPROVE_ROLLBACK) as decision:
+        record, approver, request = decision
         served = get_model(request.served_model.name)
         _check_target(served, request.target_version.version, reason=request.reason)
         record.from_version = served.active_version.version
@@ -113,13 +110,8 @@ def approve_rollback(*, request_id: int, user: permissions.User, via: str) -> Ro
 
 def reject_rollback(*, request_id: int, user: permissions.User, via: str) -> RollbackRequest:
     """Turn down a waiting request (another user's); nothing else changes."""
-    with audit.attempt(
-        actor=user, via=via, action=audit.REJECT_ROLLBACK, details={"request": request_id}
-    ) as record:
-        approver = permissions.require(
-            user, permissions.APPROVE_ROLLBACK, action="reject a rollback"
-        )
-        request = _decidable(request_id, approver, record)
+    with _deciding(request_id, user, via, action=audit.REJECT_ROLLBACK) as decision:
+        record, approver, request = decision
         with transaction.atomic():
             _decide(request, RollbackRequest.State.REJECTED, approver)
             record.accepted()
@@ -171,15 +163,26 @@ def get_request(request_id: int) -> RollbackRequest:
         raise NotFound(UNKNOWN_REQUEST.format(request_id=request_id)) from None
 
 
-def _decidable(request_id: int, approver: Any, record: audit.Attempt) -> RollbackRequest:
-    request = get_request(request_id)
-    record.model = request.served_model.name
-    record.to_version = request.target_version.version
-    if request.requested_by_id == approver.pk:
-        raise Forbidden(OWN_REQUEST)
-    if request.state != RollbackRequest.State.PENDING:
-        raise Conflict(ALREADY_DECIDED.format(request_id=request_id, state=request.state))
-    return request
+@contextlib.contextmanager
+def _deciding(
+    request_id: int, user: permissions.User, via: str, *, action: str
+) -> Iterator[tuple[audit.Attempt, Any, RollbackRequest]]:
+    """An audited decision on a waiting request: by an approver, not its requester."""
+    with audit.attempt(
+        actor=user, via=via, action=action, details={"request": request_id}
+    ) as record:
+        verb = "approve" if action == audit.APPROVE_ROLLBACK else "reject"
+        approver = permissions.require(
+            user, permissions.APPROVE_ROLLBACK, action=f"{verb} a rollback"
+        )
+        request = get_request(request_id)
+        record.model = request.served_model.name
+        record.to_version = request.target_version.version
+        if request.requested_by_id == approver.pk:
+            raise Forbidden(OWN_REQUEST)
+        if request.state != RollbackRequest.State.PENDING:
+            raise Conflict(ALREADY_DECIDED.format(request_id=request_id, state=request.state))
+        yield record, approver, request
 
 
 def _decide(request: RollbackRequest, state: str, approver: Any) -> None:

@@ -10,17 +10,8 @@ from django.core.management.base import CommandError, CommandParser
 
 from swaps import documents, registry
 from swaps.management.base import DomainCommand, parse_json
+from swaps.registry import SPEC_FIELDS
 
-SPEC_FIELDS = (
-    "runtime",
-    "artifact",
-    "sample_input",
-    "expected_output_shape",
-    "expected_output_dtype",
-    "memory_limit_bytes",
-    "inputs",
-    "outputs",
-)
 MISSING = "missing {names}: pass them as options or in --spec"
 
 

@@ -58,20 +58,7 @@ class Command(DomainCommand):
                 served_model__name=spec.model_id, version=spec.version
             ).exists():
                 continue
-            registry.register_version(
-                model=spec.model_id,
-                version=spec.version,
-                runtime=spec.runtime,
-                artifact=spec.artifact,
-                sample_input=spec.sample_input,
-                expected_output_shape=list(spec.expected_output_shape),
-                expected_output_dtype=spec.expected_output_dtype,
-                memory_limit_bytes=spec.memory_limit_bytes,
-                inputs=[t.as_dict() for t in spec.inputs],
-                outputs=[t.as_dict() for t in spec.outputs],
-                user=operator,
-                via="cli",
-            )
+            registry.register_spec(spec=spec, user=operator, via="cli")
             registered.append(f"{spec.model_id} {spec.version}")
         if registered:
             lines.append(f"registered {', '.join(registered)}")
