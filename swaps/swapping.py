@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from swaps import audit, fleet_state, leases, notify, permissions
 from swaps.engine.errors import SwapError
+from swaps.engine.fleet_keys import REDIS_DOWN
 from swaps.engine.hotswapper import ModelHotSwapper
 from swaps.engine.ports import InflightTracker
 from swaps.engine.results import SwapState, SwapStatus
@@ -45,6 +46,7 @@ RUNNING = (
     "try again when it finishes"
 )
 QUEUED = "queued by {user}"
+NOT_QUEUED = "its job could not be queued ({error}); nothing was changed: try again"
 LOST_BEFORE_START = "its runner stopped before it started; nothing was changed"
 FLIPPED_BEFORE_LOSS = "{reason}; the route had flipped: version {version} serves model {model!r}"
 NOT_FLIPPED = "{reason}; the route never flipped: version {version} still serves model {model!r}"
@@ -79,15 +81,21 @@ def start_swap(
         served = get_model(model)
         source, target = _check_swap(served, from_version, to_version)
         kind = Swap.Kind.SWAP if source else Swap.Kind.DEPLOY
-        with transaction.atomic():
-            swap = create_operation(
-                served=served, kind=kind, source=source, target=target, user=user
-            )
-            # Imported here: jobs imports this module for the functions it runs.
-            from swaps import jobs
+        try:
+            with transaction.atomic():
+                swap = create_operation(
+                    served=served, kind=kind, source=source, target=target, user=user
+                )
+                # Imported here: jobs imports this module for the functions it runs.
+                from swaps import jobs
 
-            jobs.enqueue_swap(swap)
-            record.accepted(swap=swap.pk, kind=kind)
+                jobs.enqueue_swap(swap)
+                record.accepted(swap=swap.pk, kind=kind)
+        except REDIS_DOWN as exc:
+            # The record committed; its job, queued on commit, could not be.
+            return settle(
+                swap_id=swap.pk, state=Swap.State.FAILED, message=NOT_QUEUED.format(error=exc)
+            )
     notify.swap_changed(swap)
     return swap
 

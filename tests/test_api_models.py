@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from swaps import fleet_state
 from swaps.models import AuditEntry, ModelVersion
 
 from .control_plane import client_for, post_json
@@ -130,3 +131,13 @@ def test_registering_is_audited(alice, iris):
         "iris",
         "4",
     )
+
+
+def test_status_when_the_fleet_cannot_be_reached_gets_503(alice, iris, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    with fleet_state.use_engine(fleet_state.open_fleet):
+        response = client_for(alice).get("/api/models/iris/status")
+
+    assert response.status_code == 503
+    assert "cannot be reached" in response.json()["error"]

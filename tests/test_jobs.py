@@ -50,3 +50,13 @@ def test_a_job_id_uses_only_characters_rq_accepts(settings):
     settings.HOTSWAP_NAMESPACE = "prod:eu.1"
 
     assert jobs.job_id("swap", 7) == "prod_eu_1-swap-7"
+
+
+def test_a_swap_whose_job_cannot_be_queued_fails_saying_why(alice, candidate_version, settings):
+    queue = settings.HOTSWAP_RQ_QUEUE
+    settings.RQ_QUEUES = {queue: {"URL": "redis://127.0.0.1:1/0"}}  # nothing listens there
+
+    swap = start(alice)
+
+    assert swap.state == "failed"
+    assert swap.message.startswith("its job could not be queued")
