@@ -312,6 +312,7 @@ def claim(*, swap_id: int, message: str) -> bool:
             SwapTransition.objects.create(
                 swap_id=swap_id, state=Swap.State.SWAPPING, message=message, at=now
             )
+            notify.swap_changed(_load(swap_id))
     return bool(claimed)
 
 

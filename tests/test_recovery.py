@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from swaps import audit, jobs, leases, recovery, rollbacks, swapping
 from swaps.engine.results import SwapState, SwapStatus
-from swaps.models import AuditEntry, Swap
+from swaps.models import AuditEntry, ServedModel, Swap
 
 # Real commits: the sweep's recovery jobs are queued on commit, like in production.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -181,3 +181,25 @@ def test_the_sweep_leaves_a_redis_that_holds_the_state(serving_version, engine):
 
     assert not recovery.sweep().republished
     assert len(engine.republished) == published
+
+
+def test_a_rollback_whose_web_process_died_mid_flip_is_recovered(
+    alice, served_before, iris, engine
+):
+    # The request created and claimed the rollback, then died before the flip: no job
+    # was ever queued for it, and its lease lapsed.
+    served = ServedModel.objects.get(pk=iris.pk)
+    swap = swapping.create_operation(
+        served=served,
+        kind=Swap.Kind.ROLLBACK,
+        source=served.active_version,
+        target=served_before,
+        user=alice,
+    )
+    swapping.claim(swap_id=swap.pk, message="flipping the route")
+
+    assert recovery.sweep().recovering == [swap.pk]
+    swap = recover(swap)
+    iris.refresh_from_db()
+    assert swap.state == "failed"
+    assert iris.active_version.version == engine.route("iris") == "2"
