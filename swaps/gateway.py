@@ -86,14 +86,18 @@ class Gateway:
         backend: Backend,
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        executor: Executor | None = None,
+        inference_threads: int = INFERENCE_THREADS,
         on_started: Callable[[], object] | None = None,
     ) -> None:
         self.backend = backend
         self.dispatcher = backend.dispatcher
         self.max_body_bytes = max_body_bytes
-        self.executor = executor or ThreadPoolExecutor(
-            INFERENCE_THREADS, thread_name_prefix="inference"
+        # 0 runs the model on the event loop: measured in bench/serving.py, and unsafe
+        # with a model that can hang (it would stop health answers and heartbeats).
+        self.executor: Executor | None = (
+            ThreadPoolExecutor(inference_threads, thread_name_prefix="inference")
+            if inference_threads
+            else None
         )
         self._on_started = on_started
         self._started = False
@@ -194,9 +198,12 @@ class Gateway:
         chosen, model = await self._begin(model_id, version)
         try:
             inputs = check_inputs(request, model.inputs)
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self.executor, model.predict, inputs
-            )
+            if self.executor is None:
+                outputs = model.predict(inputs)
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, model.predict, inputs
+                )
             payload, json_length = encode_response(
                 model_id=model_id, version=chosen, request=request, outputs=outputs
             )

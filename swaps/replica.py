@@ -347,6 +347,7 @@ class ReplicaSettings:
     heartbeat_interval: float = 0.5
     heartbeat_ttl: float = 3.0
     max_body_bytes: int = 8 * 2**20
+    inference_threads: int = 8  # 0: the model runs on the event loop (bench only)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReplicaSettings:
@@ -368,6 +369,12 @@ class ReplicaSettings:
                 "HOTSWAP_MAX_BODY_BYTES",
                 default=defaults.max_body_bytes,
                 minimum=1,
+                environ=environ,
+            ),
+            inference_threads=env_int(
+                "HOTSWAP_INFERENCE_THREADS",
+                default=defaults.inference_threads,
+                minimum=0,
                 environ=environ,
             ),
         )
@@ -409,7 +416,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     # gc.freeze(): the start-up heap (modules, models) is never collected, which takes
     # the full collections out of the tail latency.
-    app = Gateway(replica, max_body_bytes=settings.max_body_bytes, on_started=gc.freeze)
+    app = Gateway(
+        replica,
+        max_body_bytes=settings.max_body_bytes,
+        inference_threads=settings.inference_threads,
+        on_started=gc.freeze,
+    )
     if args.server == "daphne":
         from daphne.server import Server  # no lifespan: the gateway starts on first request
 

@@ -123,6 +123,7 @@ def spawn_replica(
     heartbeat_interval: float = 0.2,
     heartbeat_ttl: float = 1.0,
     env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> ReplicaProcess:
     """Start `python -m swaps.replica` on a free port; `wait_live()` before using it."""
     port = port or free_port()
@@ -140,7 +141,7 @@ def spawn_replica(
     log_path = log_dir / f"{replica_id}.log"
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "swaps.replica", "--port", str(port)],
+            [sys.executable, "-m", "swaps.replica", "--port", str(port), *args],
             env=environment,
             cwd=ROOT,
             stdout=log,
