@@ -168,6 +168,9 @@ class Replica:
     async def _keep_in_step(self) -> None:
         retry = RETRY_FIRST
         while True:
+            # Cleared before the sync, not after the wait: a wake-up that arrives while
+            # the sync runs (or while wait_for cancels its waiter) is never lost.
+            self._wake.clear()
             try:
                 await self.sync_now()
             except REDIS_DOWN as exc:
@@ -190,7 +193,6 @@ class Replica:
                 delay = self.drain_report_interval if self._draining() else self.heartbeat_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-            self._wake.clear()
 
     async def _listen(self) -> None:
         """Wake the sync task on every change notification."""
@@ -274,7 +276,8 @@ class Replica:
 
     async def _load(self, key: Key, request: int) -> None:
         try:
-            await self.versions.load(*key)
+            if self.versions.loaded(*key) is None:  # a warm version only needs its check
+                await self.versions.load(*key)
         except SwapError as exc:
             self._failures[key] = exc.message
             self._health.pop(key, None)
@@ -331,6 +334,7 @@ class Replica:
                 px=int(self.heartbeat_ttl * 1000),
             )
             pipe.sadd(self.keys.replicas, self.replica_id)
+            pipe.publish(self.keys.reported, self.replica_id)
             await pipe.execute()
 
 

@@ -76,6 +76,7 @@ class Process:
 class ReplicaProcess(Process):
     port: int = 0
     replica_id: str = ""
+    namespace: str = ""
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -147,7 +148,9 @@ def spawn_replica(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return ReplicaProcess(popen=popen, log_path=log_path, port=port, replica_id=replica_id)
+    return ReplicaProcess(
+        popen=popen, log_path=log_path, port=port, replica_id=replica_id, namespace=namespace
+    )
 
 
 @dataclass
