@@ -24,11 +24,18 @@ class ModelThreads:
         if count < 1:
             raise ValueError("ModelThreads needs at least one thread")
         self._queue: SimpleQueue = SimpleQueue()
-        for number in range(count):
-            threading.Thread(target=self._work, name=f"{name}-{number}", daemon=True).start()
+        self._count = count
+        self._name = name
+        self._started = False
 
     def run(self, function: Callable[[Any], T], argument: Any) -> asyncio.Future[T]:
         """`function(argument)` on a model thread; await the result on the calling loop."""
+        if not self._started:  # on first use: importing the console starts no threads
+            self._started = True
+            for number in range(self._count):
+                threading.Thread(
+                    target=self._work, name=f"{self._name}-{number}", daemon=True
+                ).start()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put((loop, future, function, argument))

@@ -145,9 +145,10 @@ class Replica:
 
     async def stop(self) -> None:
         """Stop syncing and leave the fleet (best effort: Redis may be gone)."""
-        for task in self._tasks:
+        busy = [*self._tasks, *self._loading.values()]
+        for task in busy:
             task.cancel()
-        for task in [*self._tasks, *self._loading.values()]:
+        for task in busy:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []

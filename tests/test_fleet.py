@@ -20,7 +20,13 @@ from swaps.engine.hotswapper import ModelHotSwapper, SwapPolicy
 from swaps.engine.results import SwapState
 from tests.engine.conftest import Transitions
 
-from .processes import ReplicaProcess, start_redis, start_replica, start_replicas
+from .processes import (
+    RedisProcess,
+    ReplicaProcess,
+    start_redis,
+    start_replica,
+    start_replicas,
+)
 
 pytestmark = pytest.mark.fleet
 
@@ -245,59 +251,61 @@ async def test_load_without_any_live_replica_fails_clearly(fleet):
         await fleet.versions.load("iris", "1")
 
 
-async def test_swap_fails_cleanly_when_redis_goes_away_and_replicas_keep_serving(
-    fleet_specs, redis_namespace, tmp_path, transitions
-):
+@dataclass
+class PrivateFleet:
+    """A fleet on a redis-server of its own, which a test may kill and restart."""
+
+    redis_server: RedisProcess
+    fleet: Fleet
+    replicas: list[ReplicaProcess]
+    swapper: ModelHotSwapper
+
+
+@pytest.fixture
+async def private_fleet(fleet_specs, redis_namespace, tmp_path, transitions):
     redis_server = start_redis(tmp_path)
     fleet = await make_fleet(redis_server.url, redis_namespace, fleet_specs)
     replicas = start_replicas(
         2, namespace=redis_namespace, redis_url=redis_server.url, log_dir=tmp_path
     )
-    try:
-        swapper = await serving(fleet, transitions)
-        redis_server.kill()
+    private = PrivateFleet(redis_server, fleet, replicas, await serving(fleet, transitions))
+    yield private
+    for replica in replicas:
+        replica.stop()
+    private.redis_server.kill()
+    await fleet.redis.aclose()
 
-        async with asyncio.timeout(15):
-            with pytest.raises(FleetUnavailable, match="cannot be reached"):
-                await swapper.swap_version("iris", "1", "2")
 
-        assert await answering_versions(replicas) == {"1"}
-    finally:
-        for replica in replicas:
-            replica.stop()
-        redis_server.kill()
-        await fleet.redis.aclose()
+async def test_swap_fails_cleanly_when_redis_goes_away_and_replicas_keep_serving(
+    private_fleet,
+):
+    private_fleet.redis_server.kill()
+
+    async with asyncio.timeout(15):
+        with pytest.raises(FleetUnavailable, match="cannot be reached"):
+            await private_fleet.swapper.swap_version("iris", "1", "2")
+
+    assert await answering_versions(private_fleet.replicas) == {"1"}
 
 
 async def test_replicas_keep_routes_when_redis_restarts_empty_until_republished(
-    fleet_specs, redis_namespace, tmp_path, transitions
+    private_fleet, fleet_specs, tmp_path
 ):
-    redis_server = start_redis(tmp_path)
-    fleet = await make_fleet(redis_server.url, redis_namespace, fleet_specs)
-    replicas = start_replicas(
-        2, namespace=redis_namespace, redis_url=redis_server.url, log_dir=tmp_path
+    fleet, replicas, swapper = private_fleet.fleet, private_fleet.replicas, private_fleet.swapper
+    await swapper.swap_version("iris", "1", "2")
+    private_fleet.redis_server.kill()
+    private_fleet.redis_server = start_redis(tmp_path, port=private_fleet.redis_server.port)
+    await until(lambda: live_count(fleet), equals=2)  # they registered again
+    assert await fleet.is_empty()
+    assert await answering_versions(replicas) == {"2"}
+
+    await fleet.republish(
+        specs=fleet_specs, routes={"iris": ("2", ["1", "2"]), "sleepy": ("1", ["1"])}
     )
-    try:
-        swapper = await serving(fleet, transitions)
-        await swapper.swap_version("iris", "1", "2")
-        redis_server.kill()
-        redis_server = start_redis(tmp_path, port=redis_server.port)  # empty
-        await until(lambda: live_count(fleet), equals=2)  # they registered again
-        assert await fleet.is_empty()
-        assert await answering_versions(replicas) == {"2"}
+    result = await swapper.rollback_version("iris", "1")
 
-        await fleet.republish(
-            specs=fleet_specs, routes={"iris": ("2", ["1", "2"]), "sleepy": ("1", ["1"])}
-        )
-        result = await swapper.rollback_version("iris", "1")
-
-        assert result.success
-        assert await answering_versions(replicas) == {"1"}
-    finally:
-        for replica in replicas:
-            replica.stop()
-        redis_server.kill()
-        await fleet.redis.aclose()
+    assert result.success
+    assert await answering_versions(replicas) == {"1"}
 
 
 # -- helpers --------------------------------------------------------------------------------
