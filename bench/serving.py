@@ -6,7 +6,7 @@ V2 inference of iris (one 1x4 FP32 row), and prints requests/s and p50/p99 for:
   a. one replica (`python -m swaps.replica`), under uvicorn+httptools and under daphne;
      with the model on the event loop (HOTSWAP_INFERENCE_THREADS=0) as well;
      every target is measured in turns, `--rounds` times, and its median run printed;
-  b. a bare ASGI app serving the same model (bench/bare_app.py) under the same server,
+  b. a bare ASGI app serving the same model (bench/servers/bare_iris.py) under the same server,
      in the same run: the practical limit, and the baseline of every ratio;
   c. two replicas while the engine runs swap-and-rollback cycles (1 -> 2 -> 1), with
      the failed requests counted (non-2xx answers and socket errors);
@@ -126,11 +126,11 @@ def start_bare(server: str, artifact: str, log_dir: Path) -> tuple[Process, str]
     port = free_port()
     if server == "uvicorn":
         command = [
-            sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--http", "httptools",
+            sys.executable, "-m", "uvicorn", "bench.servers.bare_iris:app", "--http", "httptools",
             "--port", str(port), "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
     else:
-        command = [sys.executable, "-m", "daphne", "-p", str(port), "bench.bare_app:app"]
+        command = [sys.executable, "-m", "daphne", "-p", str(port), "bench.servers.bare_iris:app"]
     log_path = log_dir / f"bare-{server}.log"
     with log_path.open("wb") as log:
         popen = subprocess.Popen(

@@ -239,7 +239,7 @@ class Fleet:
         self.board = FleetBoard(self)
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str, socket_timeout: float = 2.0, **options) -> Fleet:
+    def from_url(cls, url: str, *, namespace: str, socket_timeout: float = 5.0, **options) -> Fleet:
         """A fleet on its own client whose every Redis call gives up after `socket_timeout`."""
         return cls(redis_client(url, timeout=socket_timeout), namespace=namespace, **options)
 

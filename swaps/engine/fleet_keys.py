@@ -84,7 +84,7 @@ def parse_version_field(field: bytes | str) -> Key:
     return model_id, version
 
 
-def redis_client(url: str, *, timeout: float = 2.0) -> Redis:
+def redis_client(url: str, *, timeout: float = 5.0) -> Redis:
     """A client that gives up on a silent Redis after `timeout` seconds.
 
     A connection Redis closed (it restarted) is retried twice at once on a new one;

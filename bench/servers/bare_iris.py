@@ -4,7 +4,7 @@ No routing table, no in-flight counting, no validation, no fleet: parse the V2 J
 run the same iris version 1 inline, answer. bench/serving.py runs it under the same
 server as a replica, in the same run, as the baseline.
 
-    BENCH_IRIS_ARTIFACT=/path/iris-1.joblib uvicorn bench.bare_app:app --http httptools
+    BENCH_IRIS_ARTIFACT=/path/iris-1.joblib uvicorn bench.servers.bare_iris:app --http httptools
 """
 
 from __future__ import annotations
