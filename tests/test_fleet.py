@@ -17,7 +17,8 @@ from swaps.demo_models import sleepy_spec
 from swaps.engine.errors import FleetUnavailable, UnhealthyVersion
 from swaps.engine.fleet import Fleet
 from swaps.engine.hotswapper import ModelHotSwapper, SwapPolicy
-from swaps.engine.results import SwapState
+from swaps.engine.reports import ReplicaReport
+from swaps.engine.results import SwapState, utcnow
 from tests.engine.conftest import Transitions
 
 from .processes import (
@@ -331,3 +332,33 @@ async def ready(replica: ReplicaProcess) -> bool:
 
 async def live_count(fleet: Fleet) -> int:
     return len(await fleet.replicas())
+
+
+async def test_a_replica_that_never_applies_a_flip_fails_it_and_the_route_is_restored(
+    redis_url, redis_namespace, fleet_specs
+):
+    fleet = await make_fleet(redis_url, redis_namespace, fleet_specs)
+    fleet.ack_timeout = fleet.heartbeat_ttl = 0.5
+    heartbeat = asyncio.create_task(heartbeat_without_acks(fleet, "deaf-replica"))
+    try:
+        await until(lambda: live_count(fleet), equals=1)
+        await fleet.republish(specs=[], routes={"iris": ("1", ["1"])})  # no ack awaited
+
+        with pytest.raises(FleetUnavailable, match="replica deaf-replica did not apply") as failed:
+            await fleet.router.flip("iris", "2")
+
+        assert failed.value.message.endswith("the route was restored to version 1")
+        assert await fleet.router.active("iris") == "1"
+    finally:
+        heartbeat.cancel()
+        await fleet.redis.aclose()
+
+
+async def heartbeat_without_acks(fleet: Fleet, replica_id: str) -> None:
+    """A replica that is alive (it heartbeats) but applies no route: its epochs stay put."""
+    now = utcnow()
+    report = ReplicaReport(replica_id, "", 0, now, now, incarnation="")
+    while True:
+        await fleet.redis.set(fleet.keys.report(replica_id), report.to_json(), px=1000)
+        await fleet.redis.sadd(fleet.keys.replicas, replica_id)
+        await asyncio.sleep(0.1)
