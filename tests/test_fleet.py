@@ -225,6 +225,15 @@ async def test_killing_a_replica_mid_drain_does_not_hang_the_swap(
     assert await answering_versions([survivor]) == {"1"}  # iris untouched
 
 
+async def test_the_left_version_unloads_from_every_replica_after_keep_warm(swapper, fleet):
+    swapper.policy = SwapPolicy(drain_timeout=10, keep_warm=0)
+
+    await swapper.swap_version("iris", "1", "2")
+
+    await until(lambda: loaded_anywhere(fleet, "iris"), equals={"2"})
+    assert not await fleet.versions.is_loaded("iris", "1")
+
+
 async def test_an_unhealthy_target_is_refused_on_the_fleet_and_routing_stays(swapper, replicas):
     with pytest.raises(UnhealthyVersion) as refused:
         await swapper.swap_version("iris", "1", "3")
@@ -328,6 +337,10 @@ async def ready(replica: ReplicaProcess) -> bool:
     async with httpx.AsyncClient() as client:
         response = await client.get(f"{replica.url}/v2/health/ready")
     return response.status_code == 200
+
+
+async def loaded_anywhere(fleet: Fleet, model_id: str) -> set[str]:
+    return {v for r in await fleet.replicas() for v in r.loaded.get(model_id, ())}
 
 
 async def live_count(fleet: Fleet) -> int:
