@@ -160,7 +160,7 @@ class Replica:
                     await pipe.execute()
 
     async def sync_now(self) -> None:
-        """One read of the fleet's state and one report (tests and start-up use it)."""
+        """Read the fleet's state once, act on it, and report: one heartbeat."""
         await self._sync()
         await self._report()
 
