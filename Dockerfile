@@ -4,9 +4,9 @@
 #       daphne --bind 0.0.0.0 --port 8000 hotswap_site.asgi:application
 #     Behind a load balancer that sets X-Forwarded-For/-Proto, add --proxy-headers and
 #     set SECURE_PROXY_SSL_HEADER=on.
-#   replica (serves V2 inference under /v2): the same daphne command, scaled out behind
-#     the load balancer. The V2 gateway is mounted in hotswap_site/asgi.py; the README
-#     documents a replica's extra settings once the gateway lands.
+#   replica (serves V2 inference under /v2; needs REDIS_URL, not the database):
+#       python -m swaps.replica --host 0.0.0.0 --port 8001
+#     scaled out behind the load balancer (README, "Serving").
 #   worker (runs swap and rollback jobs):
 #       python manage.py rqworker swaps default
 #   migrate (one-off, before starting a new release):

@@ -33,8 +33,8 @@ def _per_call(fn, calls: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=400)
+    parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:

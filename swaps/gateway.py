@@ -20,10 +20,8 @@ endpoint, 405 wrong method, 413 body too large, 503 not ready or not loaded here
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import orjson
@@ -32,6 +30,7 @@ from .engine.errors import NotServing, UnknownModel
 from .engine.ports import LoadedModel
 from .engine.runtimes import describe_exception
 from .engine.serving import Dispatcher
+from .model_threads import ModelThreads
 from .v2_codec import BadRequest, check_inputs, decode_request, encode_response
 
 log = logging.getLogger(__name__)
@@ -86,15 +85,15 @@ class Gateway:
         backend: Backend,
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        executor: Executor | None = None,
+        inference_threads: int = INFERENCE_THREADS,
         on_started: Callable[[], object] | None = None,
     ) -> None:
         self.backend = backend
         self.dispatcher = backend.dispatcher
         self.max_body_bytes = max_body_bytes
-        self.executor = executor or ThreadPoolExecutor(
-            INFERENCE_THREADS, thread_name_prefix="inference"
-        )
+        # 0 runs the model on the event loop: measured in bench/serving.py, and unsafe
+        # with a model that can hang (it would stop health answers and heartbeats).
+        self.threads = ModelThreads(inference_threads) if inference_threads else None
         self._on_started = on_started
         self._started = False
 
@@ -194,9 +193,10 @@ class Gateway:
         chosen, model = await self._begin(model_id, version)
         try:
             inputs = check_inputs(request, model.inputs)
-            outputs = await asyncio.get_running_loop().run_in_executor(
-                self.executor, model.predict, inputs
-            )
+            if self.threads is None:
+                outputs = model.predict(inputs)
+            else:
+                outputs = await self.threads.run(model.predict, inputs)
             payload, json_length = encode_response(
                 model_id=model_id, version=chosen, request=request, outputs=outputs
             )

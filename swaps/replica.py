@@ -145,9 +145,10 @@ class Replica:
 
     async def stop(self) -> None:
         """Stop syncing and leave the fleet (best effort: Redis may be gone)."""
-        for task in self._tasks:
+        busy = [*self._tasks, *self._loading.values()]
+        for task in busy:
             task.cancel()
-        for task in [*self._tasks, *self._loading.values()]:
+        for task in busy:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
@@ -159,7 +160,7 @@ class Replica:
                     await pipe.execute()
 
     async def sync_now(self) -> None:
-        """One read of the fleet's state and one report (tests and start-up use it)."""
+        """Read the fleet's state once, act on it, and report: one heartbeat."""
         await self._sync()
         await self._report()
 
@@ -168,6 +169,9 @@ class Replica:
     async def _keep_in_step(self) -> None:
         retry = RETRY_FIRST
         while True:
+            # Cleared before the sync, not after the wait: a wake-up that arrives while
+            # the sync runs (or while wait_for cancels its waiter) is never lost.
+            self._wake.clear()
             try:
                 await self.sync_now()
             except REDIS_DOWN as exc:
@@ -190,7 +194,6 @@ class Replica:
                 delay = self.drain_report_interval if self._draining() else self.heartbeat_interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
-            self._wake.clear()
 
     async def _listen(self) -> None:
         """Wake the sync task on every change notification."""
@@ -274,7 +277,8 @@ class Replica:
 
     async def _load(self, key: Key, request: int) -> None:
         try:
-            await self.versions.load(*key)
+            if self.versions.loaded(*key) is None:  # a warm version only needs its check
+                await self.versions.load(*key)
         except SwapError as exc:
             self._failures[key] = exc.message
             self._health.pop(key, None)
@@ -331,6 +335,7 @@ class Replica:
                 px=int(self.heartbeat_ttl * 1000),
             )
             pipe.sadd(self.keys.replicas, self.replica_id)
+            pipe.publish(self.keys.reported, self.replica_id)
             await pipe.execute()
 
 
@@ -347,6 +352,7 @@ class ReplicaSettings:
     heartbeat_interval: float = 0.5
     heartbeat_ttl: float = 3.0
     max_body_bytes: int = 8 * 2**20
+    inference_threads: int = 8  # 0: the model runs on the event loop (bench only)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReplicaSettings:
@@ -368,6 +374,12 @@ class ReplicaSettings:
                 "HOTSWAP_MAX_BODY_BYTES",
                 default=defaults.max_body_bytes,
                 minimum=1,
+                environ=environ,
+            ),
+            inference_threads=env_int(
+                "HOTSWAP_INFERENCE_THREADS",
+                default=defaults.inference_threads,
+                minimum=0,
                 environ=environ,
             ),
         )
@@ -409,7 +421,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     # gc.freeze(): the start-up heap (modules, models) is never collected, which takes
     # the full collections out of the tail latency.
-    app = Gateway(replica, max_body_bytes=settings.max_body_bytes, on_started=gc.freeze)
+    app = Gateway(
+        replica,
+        max_body_bytes=settings.max_body_bytes,
+        inference_threads=settings.inference_threads,
+        on_started=gc.freeze,
+    )
     if args.server == "daphne":
         from daphne.server import Server  # no lifespan: the gateway starts on first request
 

@@ -76,6 +76,7 @@ class Process:
 class ReplicaProcess(Process):
     port: int = 0
     replica_id: str = ""
+    namespace: str = ""
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,6 +124,7 @@ def spawn_replica(
     heartbeat_interval: float = 0.2,
     heartbeat_ttl: float = 1.0,
     env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> ReplicaProcess:
     """Start `python -m swaps.replica` on a free port; `wait_live()` before using it."""
     port = port or free_port()
@@ -140,13 +142,15 @@ def spawn_replica(
     log_path = log_dir / f"{replica_id}.log"
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "swaps.replica", "--port", str(port)],
+            [sys.executable, "-m", "swaps.replica", "--port", str(port), *args],
             env=environment,
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return ReplicaProcess(popen=popen, log_path=log_path, port=port, replica_id=replica_id)
+    return ReplicaProcess(
+        popen=popen, log_path=log_path, port=port, replica_id=replica_id, namespace=namespace
+    )
 
 
 @dataclass

@@ -17,10 +17,17 @@ from swaps.demo_models import sleepy_spec
 from swaps.engine.errors import FleetUnavailable, UnhealthyVersion
 from swaps.engine.fleet import Fleet
 from swaps.engine.hotswapper import ModelHotSwapper, SwapPolicy
-from swaps.engine.results import SwapState
+from swaps.engine.reports import ReplicaReport
+from swaps.engine.results import SwapState, utcnow
 from tests.engine.conftest import Transitions
 
-from .processes import ReplicaProcess, start_redis, start_replica, start_replicas
+from .processes import (
+    RedisProcess,
+    ReplicaProcess,
+    start_redis,
+    start_replica,
+    start_replicas,
+)
 
 pytestmark = pytest.mark.fleet
 
@@ -218,6 +225,15 @@ async def test_killing_a_replica_mid_drain_does_not_hang_the_swap(
     assert await answering_versions([survivor]) == {"1"}  # iris untouched
 
 
+async def test_the_left_version_unloads_from_every_replica_after_keep_warm(swapper, fleet):
+    swapper.policy = SwapPolicy(drain_timeout=10, keep_warm=0)
+
+    await swapper.swap_version("iris", "1", "2")
+
+    await until(lambda: loaded_anywhere(fleet, "iris"), equals={"2"})
+    assert not await fleet.versions.is_loaded("iris", "1")
+
+
 async def test_an_unhealthy_target_is_refused_on_the_fleet_and_routing_stays(swapper, replicas):
     with pytest.raises(UnhealthyVersion) as refused:
         await swapper.swap_version("iris", "1", "3")
@@ -245,59 +261,61 @@ async def test_load_without_any_live_replica_fails_clearly(fleet):
         await fleet.versions.load("iris", "1")
 
 
-async def test_swap_fails_cleanly_when_redis_goes_away_and_replicas_keep_serving(
-    fleet_specs, redis_namespace, tmp_path, transitions
-):
+@dataclass
+class PrivateFleet:
+    """A fleet on a redis-server of its own, which a test may kill and restart."""
+
+    redis_server: RedisProcess
+    fleet: Fleet
+    replicas: list[ReplicaProcess]
+    swapper: ModelHotSwapper
+
+
+@pytest.fixture
+async def private_fleet(fleet_specs, redis_namespace, tmp_path, transitions):
     redis_server = start_redis(tmp_path)
     fleet = await make_fleet(redis_server.url, redis_namespace, fleet_specs)
     replicas = start_replicas(
         2, namespace=redis_namespace, redis_url=redis_server.url, log_dir=tmp_path
     )
-    try:
-        swapper = await serving(fleet, transitions)
-        redis_server.kill()
+    private = PrivateFleet(redis_server, fleet, replicas, await serving(fleet, transitions))
+    yield private
+    for replica in replicas:
+        replica.stop()
+    private.redis_server.kill()
+    await fleet.redis.aclose()
 
-        async with asyncio.timeout(15):
-            with pytest.raises(FleetUnavailable, match="cannot be reached"):
-                await swapper.swap_version("iris", "1", "2")
 
-        assert await answering_versions(replicas) == {"1"}
-    finally:
-        for replica in replicas:
-            replica.stop()
-        redis_server.kill()
-        await fleet.redis.aclose()
+async def test_swap_fails_cleanly_when_redis_goes_away_and_replicas_keep_serving(
+    private_fleet,
+):
+    private_fleet.redis_server.kill()
+
+    async with asyncio.timeout(15):
+        with pytest.raises(FleetUnavailable, match="cannot be reached"):
+            await private_fleet.swapper.swap_version("iris", "1", "2")
+
+    assert await answering_versions(private_fleet.replicas) == {"1"}
 
 
 async def test_replicas_keep_routes_when_redis_restarts_empty_until_republished(
-    fleet_specs, redis_namespace, tmp_path, transitions
+    private_fleet, fleet_specs, tmp_path
 ):
-    redis_server = start_redis(tmp_path)
-    fleet = await make_fleet(redis_server.url, redis_namespace, fleet_specs)
-    replicas = start_replicas(
-        2, namespace=redis_namespace, redis_url=redis_server.url, log_dir=tmp_path
+    fleet, replicas, swapper = private_fleet.fleet, private_fleet.replicas, private_fleet.swapper
+    await swapper.swap_version("iris", "1", "2")
+    private_fleet.redis_server.kill()
+    private_fleet.redis_server = start_redis(tmp_path, port=private_fleet.redis_server.port)
+    await until(lambda: live_count(fleet), equals=2)  # they registered again
+    assert await fleet.is_empty()
+    assert await answering_versions(replicas) == {"2"}
+
+    await fleet.republish(
+        specs=fleet_specs, routes={"iris": ("2", ["1", "2"]), "sleepy": ("1", ["1"])}
     )
-    try:
-        swapper = await serving(fleet, transitions)
-        await swapper.swap_version("iris", "1", "2")
-        redis_server.kill()
-        redis_server = start_redis(tmp_path, port=redis_server.port)  # empty
-        await until(lambda: live_count(fleet), equals=2)  # they registered again
-        assert await fleet.is_empty()
-        assert await answering_versions(replicas) == {"2"}
+    result = await swapper.rollback_version("iris", "1")
 
-        await fleet.republish(
-            specs=fleet_specs, routes={"iris": ("2", ["1", "2"]), "sleepy": ("1", ["1"])}
-        )
-        result = await swapper.rollback_version("iris", "1")
-
-        assert result.success
-        assert await answering_versions(replicas) == {"1"}
-    finally:
-        for replica in replicas:
-            replica.stop()
-        redis_server.kill()
-        await fleet.redis.aclose()
+    assert result.success
+    assert await answering_versions(replicas) == {"1"}
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -321,5 +339,39 @@ async def ready(replica: ReplicaProcess) -> bool:
     return response.status_code == 200
 
 
+async def loaded_anywhere(fleet: Fleet, model_id: str) -> set[str]:
+    return {v for r in await fleet.replicas() for v in r.loaded.get(model_id, ())}
+
+
 async def live_count(fleet: Fleet) -> int:
     return len(await fleet.replicas())
+
+
+async def test_a_replica_that_never_applies_a_flip_fails_it_and_the_route_is_restored(
+    redis_url, redis_namespace, fleet_specs
+):
+    fleet = await make_fleet(redis_url, redis_namespace, fleet_specs)
+    fleet.ack_timeout = fleet.heartbeat_ttl = 0.5
+    heartbeat = asyncio.create_task(heartbeat_without_acks(fleet, "deaf-replica"))
+    try:
+        await until(lambda: live_count(fleet), equals=1)
+        await fleet.republish(specs=[], routes={"iris": ("1", ["1"])})  # no ack awaited
+
+        with pytest.raises(FleetUnavailable, match="replica deaf-replica did not apply") as failed:
+            await fleet.router.flip("iris", "2")
+
+        assert failed.value.message.endswith("the route was restored to version 1")
+        assert await fleet.router.active("iris") == "1"
+    finally:
+        heartbeat.cancel()
+        await fleet.redis.aclose()
+
+
+async def heartbeat_without_acks(fleet: Fleet, replica_id: str) -> None:
+    """A replica that is alive (it heartbeats) but applies no route: its epochs stay put."""
+    now = utcnow()
+    report = ReplicaReport(replica_id, "", 0, now, now, incarnation="")
+    while True:
+        await fleet.redis.set(fleet.keys.report(replica_id), report.to_json(), px=1000)
+        await fleet.redis.sadd(fleet.keys.replicas, replica_id)
+        await asyncio.sleep(0.1)

@@ -6,12 +6,20 @@ reachable pinned) and sleepy 1; iris 3 is registered but not loaded.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import numpy as np
 import orjson
 import pytest
+import redis
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
+
+from swaps.engine.fleet_keys import FleetKeys
+from swaps.engine.reports import ReplicaReport
+
+from .processes import wait_until
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]  # a setosa: class 0
 V2_REQUEST = {
@@ -216,3 +224,31 @@ def test_triton_client_reports_our_error_message(triton_client):
 
     with pytest.raises(InferenceServerException, match="datatype FP64; the model takes FP32"):
         triton_client.infer("iris", [features])
+
+
+# -- a model that takes its time ---------------------------------------------------------------
+
+
+def test_health_and_other_models_answer_while_a_model_is_busy(gateway_replica, url, redis_url):
+    body = {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [3]}]}
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(httpx.post, f"{url}/v2/models/sleepy/infer", json=body, timeout=30)
+        wait_until(
+            lambda: in_flight(gateway_replica, redis_url, "sleepy") == 1,
+            timeout=10,
+            what="the sleepy request to reach the model",
+        )
+
+        live = httpx.get(f"{url}/v2/health/live")
+        iris = post(url, "/v2/models/iris/infer")
+
+        assert not held.done()
+        assert live.status_code == 200
+        assert iris.json()["model_version"] == "1"
+        assert held.result().json()["model_version"] == "1"
+
+
+def in_flight(replica, redis_url: str, model_id: str) -> int:
+    with redis.Redis.from_url(redis_url) as client:
+        raw = client.get(FleetKeys(replica.namespace).report(replica.replica_id))
+    return sum(ReplicaReport.from_json(raw).inflight.get(model_id, {}).values()) if raw else 0

@@ -13,10 +13,10 @@ shared copy, and `republish` restores it after Redis restarted empty.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from .fleet_keys import (
 )
 from .fleet_versions import FleetVersions, desired_entry
 from .hotswapper import ModelHotSwapper, Observer, SwapPolicy
-from .reports import ReplicaReport, live_reports
+from .reports import ReplicaReport, live_reports, report_rounds
 from .results import SwapState, SwapStatus
 from .spec import VersionSpec
 
@@ -143,14 +143,14 @@ class FleetRouter:
         the flip expires (and stops counting) before anyone is blamed.
         """
         timeout = max(self._fleet.ack_timeout, self._fleet.heartbeat_ttl)
-        while True:
-            reports = await live_reports(self._redis, self._keys)
-            lagging = [r.replica_id for r in reports if r.epochs.get(model_id, 0) < epoch]
-            if not lagging:
-                return None
-            if time.monotonic() - started >= timeout:
-                return lagging[0]
-            await asyncio.sleep(self._fleet.poll_interval)
+        async with aclosing(self._fleet.report_rounds()) as rounds:
+            async for reports in rounds:
+                lagging = [r.replica_id for r in reports if r.epochs.get(model_id, 0) < epoch]
+                if not lagging:
+                    return None
+                if time.monotonic() - started >= timeout:
+                    return lagging[0]
+        raise AssertionError("report rounds never end")
 
 
 class FleetInflight:
@@ -165,16 +165,17 @@ class FleetInflight:
     async def completed(self, model_id: str, version: str) -> int:
         return await self._sum("served", model_id, version)
 
+    @unavailable_as_error
     async def wait_drained(self, model_id: str, version: str, timeout: float) -> int:
         # Replicas report every ~50 ms while a version they no longer route to has
-        # requests in flight, so polling the reports sees a drain finish promptly.
+        # requests in flight, so a drain is seen to finish promptly.
         deadline = time.monotonic() + max(timeout, 0.0)
-        while True:
-            remaining = await self.pending(model_id, version)
-            left = deadline - time.monotonic()
-            if remaining == 0 or left <= 0:
-                return remaining
-            await asyncio.sleep(min(self._fleet.poll_interval, left))
+        async with aclosing(self._fleet.report_rounds()) as rounds:
+            async for reports in rounds:
+                remaining = sum(r.count("inflight", model_id, version) for r in reports)
+                if remaining == 0 or time.monotonic() >= deadline:
+                    return remaining
+        raise AssertionError("report rounds never end")
 
     @unavailable_as_error
     async def _sum(self, table: str, model_id: str, version: str) -> int:
@@ -238,9 +239,13 @@ class Fleet:
         self.board = FleetBoard(self)
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: str, socket_timeout: float = 2.0, **options) -> Fleet:
+    def from_url(cls, url: str, *, namespace: str, socket_timeout: float = 5.0, **options) -> Fleet:
         """A fleet on its own client whose every Redis call gives up after `socket_timeout`."""
         return cls(redis_client(url, timeout=socket_timeout), namespace=namespace, **options)
+
+    def report_rounds(self) -> AsyncIterator[list[ReplicaReport]]:
+        """Live reports now and after every replica report (see reports.report_rounds)."""
+        return report_rounds(self.redis, self.keys, interval=self.poll_interval)
 
     def swapper(
         self, *, policy: SwapPolicy | None = None, on_change: Observer | None = None

@@ -16,6 +16,7 @@ tests) share one Redis without touching each other's keys.
 | `report:{id}` | string, TTL | the replica's latest `ReplicaReport`; its expiry is death |
 | `status:{model}` | string | the model's `SwapStatus` JSON |
 | `changes` | channel | a message whenever routes, specs or the desired set change |
+| `reported` | channel | a message whenever a replica wrote its report |
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class FleetKeys:
         self.load_requests = prefix + "load-requests"
         self.replicas = prefix + "replicas"
         self.changes = prefix + "changes"
+        self.reported = prefix + "reported"
         self._prefix = prefix
 
     def history(self, model_id: str) -> str:
@@ -82,7 +84,7 @@ def parse_version_field(field: bytes | str) -> Key:
     return model_id, version
 
 
-def redis_client(url: str, *, timeout: float = 2.0) -> Redis:
+def redis_client(url: str, *, timeout: float = 5.0) -> Redis:
     """A client that gives up on a silent Redis after `timeout` seconds.
 
     A connection Redis closed (it restarted) is retried twice at once on a new one;

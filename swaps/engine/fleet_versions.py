@@ -10,8 +10,8 @@ it is not routed, and a later `load` clears the mark.
 
 from __future__ import annotations
 
-import asyncio
 import time
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 import orjson
@@ -107,33 +107,24 @@ class FleetVersions:
 
     async def _await_answers(self, model_id: str, version: str, request: int) -> None:
         started = time.monotonic()
-        while True:
-            reports = await live_reports(self._redis, self._keys)
-            if not reports:
-                raise FleetUnavailable(NO_LIVE_REPLICA)
-            waiting = []
-            for report in reports:
-                answered = report.answered.get(model_id, {}).get(version, -1)
-                if answered < request:
-                    waiting.append(report.replica_id)
-                    continue
-                reason = report.failures.get(model_id, {}).get(version)
-                if reason:
+        async with aclosing(self._fleet.report_rounds()) as rounds:
+            async for reports in rounds:
+                if not reports:
+                    raise FleetUnavailable(NO_LIVE_REPLICA)
+                waiting = [
+                    r.replica_id for r in reports if not _answered(r, model_id, version, request)
+                ]
+                if not waiting:
+                    return
+                if time.monotonic() - started >= self._fleet.load_timeout:
                     raise LoadError(
-                        REPLICA_LOAD_FAILED.format(replica=report.replica_id, reason=reason)
+                        LOAD_TIMED_OUT.format(
+                            replica=waiting[0],
+                            version=version,
+                            model_id=model_id,
+                            seconds=self._fleet.load_timeout,
+                        )
                     )
-            if not waiting:
-                return
-            if time.monotonic() - started >= self._fleet.load_timeout:
-                raise LoadError(
-                    LOAD_TIMED_OUT.format(
-                        replica=waiting[0],
-                        version=version,
-                        model_id=model_id,
-                        seconds=self._fleet.load_timeout,
-                    )
-                )
-            await asyncio.sleep(self._fleet.poll_interval)
 
     async def _fields(self) -> list[tuple[str, str]]:
         return [parse_version_field(f) for f in await self._redis.hkeys(self._keys.specs)]
@@ -142,6 +133,16 @@ class FleetVersions:
         if model_id not in await self.models():
             raise UnknownModel(errors.UNKNOWN_MODEL.format(model_id=model_id))
         raise UnknownVersion(errors.UNKNOWN_VERSION.format(model_id=model_id, version=version))
+
+
+def _answered(report: ReplicaReport, model_id: str, version: str, request: int) -> bool:
+    """Whether the replica answered load `request`; raise LoadError if it failed it."""
+    if report.answered.get(model_id, {}).get(version, -1) < request:
+        return False
+    reason = report.failures.get(model_id, {}).get(version)
+    if reason:
+        raise LoadError(REPLICA_LOAD_FAILED.format(replica=report.replica_id, reason=reason))
+    return True
 
 
 def _health_on(report: ReplicaReport, model_id: str, version: str) -> HealthCheckResult:

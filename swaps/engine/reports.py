@@ -8,6 +8,7 @@ how many requests are in flight on each version all come from these reports.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -103,3 +104,24 @@ async def live_reports(redis: Redis, keys: FleetKeys) -> list[ReplicaReport]:
     if gone:
         await redis.srem(keys.replicas, *gone)
     return [ReplicaReport.from_json(raw) for raw in raws if raw is not None]
+
+
+async def report_rounds(
+    redis: Redis, keys: FleetKeys, *, interval: float
+) -> AsyncIterator[list[ReplicaReport]]:
+    """The live reports now, then again each time a replica reports (or `interval` passes).
+
+    Subscribed before the first read, so a report written in between is not missed: a
+    wait for replicas (acks, loads, drains) sees their answer within a round trip.
+    Use it under `contextlib.aclosing`, so the subscription ends with the wait.
+    """
+    pubsub = redis.pubsub()
+    try:
+        await pubsub.subscribe(keys.reported)
+        while True:
+            yield await live_reports(redis, keys)
+            if await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval):
+                while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0):
+                    pass  # several replicas reported at once: one read covers them all
+    finally:
+        await pubsub.aclose()
