@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
@@ -16,6 +17,7 @@ from swaps import audit
 from swaps.models import ApiToken
 
 SECRET_PREFIX = "hs_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def digest(secret: str) -> str:
@@ -62,5 +64,8 @@ def user_for_secret(secret: str) -> AbstractBaseUser | None:
     )
     if token is None or not token.user.is_active:
         return None
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    now = timezone.now()
+    # To the minute is plenty for "when was this used", and spares most requests a write.
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user
