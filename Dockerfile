@@ -7,7 +7,8 @@
 #   replica (serves V2 inference under /v2; needs REDIS_URL, not the database):
 #       python -m swaps.replica --host 0.0.0.0 --port 8001
 #     scaled out behind the load balancer (README, "Serving").
-#   worker (runs swap and rollback jobs):
+#   worker (runs swap, drain and recovery jobs; at start and every HOTSWAP_SWEEP_INTERVAL
+#   it also recovers swaps whose runner died, and republishes routes from the database):
 #       python manage.py rqworker swaps default
 #   migrate (one-off, before starting a new release):
 #       python manage.py migrate
