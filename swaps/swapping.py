@@ -5,9 +5,9 @@ A swap (or a model's first deploy) is accepted here (`start_swap`), run by an RQ
 observer (`Recorder` -> `record_transition`). Rollbacks (rollbacks.py) share the
 records and the recorder; their drain, and every recovery, goes through `resume_swap`.
 
-One operation per model at a time, guarded three times: a query for a clear message,
-the database's conditional unique constraint (which decides between two simultaneous
-requests), and the engine's own claim in Redis.
+One operation per model at a time, guarded twice: by the database's conditional
+unique constraint on running Swap rows (which decides between two simultaneous
+requests, whatever the timing), and by the engine's own claim in Redis.
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def resume_swap(*, swap_id: int, reason: str = "") -> Swap:
     The engine's `resume` drains and completes what was Draining, and completes or
     fails what was Swapping by whether the route flipped. Then the database is made to
     match the fleet: the record final, the model's active version the routed one.
-    `reason` is set when this is a recovery, and ends up in the record's message.
+    `reason` is set when this is a recovery: it is noted among the record's transitions.
     """
     swap = _load(swap_id)
     if not swap.is_running:
