@@ -9,6 +9,7 @@ together are reported by system checks (swaps/checks.py).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -134,9 +135,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     if TESTING:
-        # A file, not SQLite's in-memory test database: the RQ worker and replica
-        # processes that integration tests start must read the same rows.
-        DATABASES["default"]["TEST"] = {"NAME": str(HOTSWAP_RUN_DIR / "test.sqlite3")}
+        # A file, not SQLite's in-memory test database: the RQ worker processes that
+        # integration tests start must read the same rows. One per test run, so two
+        # runs in one checkout never share (and delete) each other's.
+        DATABASES["default"]["TEST"] = {
+            "NAME": str(HOTSWAP_RUN_DIR / f"test-{os.getpid()}.sqlite3")
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", default="redis://127.0.0.1:6379/0")

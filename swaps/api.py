@@ -79,6 +79,8 @@ def endpoint(*methods: str, action: str = "", fields: tuple[str, ...] = ()) -> C
                 user, via = _authenticate(request)
                 body: dict[str, Any] = {}
                 if request.method not in SAFE_METHODS:
+                    if via == "session":
+                        _check_csrf(request)
                     body = _read_body(request, fields)
                 status, document = view(request, user, body, via=via, **kwargs)
             except SwapError as exc:
@@ -203,13 +205,16 @@ def _authenticate(request: HttpRequest) -> tuple[Any, str]:
     user = request.user
     if not user.is_authenticated:
         raise NotAuthenticated(NO_CREDENTIALS)
-    if request.method not in SAFE_METHODS:
-        check = _CsrfCheck(lambda request: None)
-        check.process_request(request)
-        reason = check.process_view(request, None, (), {})
-        if reason:
-            raise Forbidden(CSRF_FAILED.format(reason=reason))
     return user, "session"
+
+
+def _check_csrf(request: HttpRequest) -> None:
+    """Django's own CSRF check, for a browser session's unsafe request."""
+    check = _CsrfCheck(lambda request: None)
+    check.process_request(request)
+    reason = check.process_view(request, None, (), {})
+    if reason:
+        raise Forbidden(CSRF_FAILED.format(reason=reason))
 
 
 def _read_body(request: HttpRequest, allowed: tuple[str, ...]) -> dict[str, Any]:

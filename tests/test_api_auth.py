@@ -103,6 +103,13 @@ def test_a_session_swap_without_csrf_token_gets_403(alice, candidate_version):
     assert not Swap.objects.exists()
 
 
+def test_a_refused_csrf_check_is_audited_under_the_session_user(alice, candidate_version):
+    post_json(client_for(alice, csrf_checks=True), "/api/models/iris/swaps", SWAP)
+
+    entry = AuditEntry.objects.get()
+    assert (entry.actor, entry.via, entry.outcome) == ("alice", "session", "refused")
+
+
 def test_a_session_swap_with_the_csrf_token_is_accepted(alice, candidate_version):
     client = client_for(alice, csrf_checks=True)
     client.get("/api/models")  # a page visit: the browser gets its csrftoken cookie
