@@ -122,7 +122,7 @@ def spawn_replica(
     port: int | None = None,
     replica_id: str | None = None,
     heartbeat_interval: float = 0.2,
-    heartbeat_ttl: float = 1.0,
+    heartbeat_ttl: float = 2.5,
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
 ) -> ReplicaProcess:

@@ -32,7 +32,7 @@ HELD_SECONDS = 12.0
 @pytest.fixture
 def live_settings(settings, control_plane):
     settings.HOTSWAP_LEASE_TTL = 1.0
-    settings.HOTSWAP_HEARTBEAT_TTL = 1.0
+    settings.HOTSWAP_HEARTBEAT_TTL = 2.5
     settings.HOTSWAP_DRAIN_TIMEOUT = 60.0
     return settings
 

@@ -32,7 +32,8 @@ from .processes import (
 pytestmark = pytest.mark.fleet
 
 IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
-HEARTBEAT_TTL = 1.0
+# Long enough that a replica starved by a loaded CI machine is not taken for dead.
+HEARTBEAT_TTL = 2.5
 
 
 def sleep_request(seconds: float) -> dict:
@@ -49,8 +50,9 @@ async def make_fleet(redis_url: str, redis_namespace: str, specs) -> Fleet:
         redis_url,
         namespace=redis_namespace,
         heartbeat_ttl=HEARTBEAT_TTL,
-        ack_timeout=5.0,
-        load_timeout=60.0,
+        # Generous: on a loaded 2-core CI machine a replica can take seconds to ack.
+        ack_timeout=30.0,
+        load_timeout=90.0,
     )
     for spec in specs:
         await fleet.publish_spec(spec)
@@ -82,8 +84,9 @@ async def serving(fleet: Fleet, transitions: Transitions) -> ModelHotSwapper:
         policy=SwapPolicy(drain_timeout=60, keep_warm=60, status_interval=0.05),
         on_change=transitions,
     )
-    await swapper.deploy("iris", "1")
-    await swapper.deploy("sleepy", "1")
+    for model in ("iris", "sleepy"):
+        deployed = await swapper.deploy(model, "1")
+        assert deployed.success, deployed.message
     transitions.seen.clear()
     return swapper
 

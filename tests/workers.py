@@ -44,7 +44,7 @@ def django_env(**extra: str) -> dict[str, str]:
         "HOTSWAP_NAMESPACE": settings.HOTSWAP_NAMESPACE,
         "HOTSWAP_RQ_QUEUE": settings.HOTSWAP_RQ_QUEUE,
         "HOTSWAP_HEARTBEAT_INTERVAL": "0.2",
-        "HOTSWAP_HEARTBEAT_TTL": "1.0",
+        "HOTSWAP_HEARTBEAT_TTL": "2.5",
         "HOTSWAP_LEASE_TTL": "1.0",
         "HOTSWAP_SWEEP_INTERVAL": "1",
         "HOTSWAP_RUN_DIR": str(settings.HOTSWAP_RUN_DIR),
