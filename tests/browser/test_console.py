@@ -267,7 +267,7 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
     model_page = open_live(signed_in(browser, console, alice), f"{console.url}/models/sleepy/")
     model_page.get_by_label("Reason").fill("version 2 answers too slowly")
     model_page.get_by_role("button", name="Roll back to 1").click()
-    expect(model_page.locator("#rollback-sleepy")).to_contain_text("waits for another user")
+    expect(model_page.locator("#rollback-sleepy")).to_contain_text("waiting for approval")
 
     own_queue = open_live(model_page.context.new_page(), f"{console.url}/approvals/")
     own_queue.get_by_role("button", name="Approve rollback").click()
@@ -287,6 +287,7 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
 
 def test_the_dashboard_reads_on_a_phone(browser, console, sleepy, alice):
     page = open_live(signed_in(browser, console, alice, width=360), f"{console.url}/")
+    expect(page.locator("#pending-sleepy table")).to_be_visible(timeout=WAIT_MS)
 
     page.screenshot(path=SCREENSHOTS / "dashboard-phone.png", full_page=True)
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
