@@ -1,17 +1,46 @@
-"""Models served by real replica processes, and requests sent to them, for live tests."""
+"""Live tests' fleet: a real replica and RQ worker, models they serve, requests to them.
+
+A pytest plugin (loaded by tests/conftest.py): its fixtures are everyone's.
+"""
 
 from __future__ import annotations
 
 import httpx
+import pytest
 from django.utils import timezone
 
 from swaps import fleet_state
 from swaps.models import ServedModel
 
 from .control_plane import add_version
-from .processes import ReplicaProcess, wait_until
+from .processes import ReplicaProcess, start_replica, wait_until
+from .workers import start_worker
 
 IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
+
+
+@pytest.fixture
+def live_settings(settings, control_plane):
+    settings.HOTSWAP_LEASE_TTL = 1.0
+    settings.HOTSWAP_HEARTBEAT_TTL = 1.0
+    settings.HOTSWAP_DRAIN_TIMEOUT = 60.0
+    return settings
+
+
+@pytest.fixture
+def replica(live_settings, redis_url, tmp_path):
+    started = start_replica(
+        namespace=live_settings.HOTSWAP_NAMESPACE, redis_url=redis_url, log_dir=tmp_path
+    )
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def worker(live_settings, tmp_path):
+    started = start_worker(tmp_path, HOTSWAP_DRAIN_TIMEOUT="60")
+    yield started
+    started.stop()
 
 
 def serve(name: str, specs, replica: ReplicaProcess) -> ServedModel:

@@ -17,7 +17,7 @@ from swaps.models import AuditEntry, ServedModel, Swap
 
 from .control_plane import client_for, post_json
 from .live_fleet import answer, serve
-from .processes import start_replica, wait_until
+from .processes import wait_until
 from .workers import start_worker
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -25,30 +25,6 @@ pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 # Long enough to be sure the worker dies while the request still runs, short enough
 # that the drain the recovery resumes ends soon after.
 HELD_SECONDS = 12.0
-
-
-@pytest.fixture
-def live_settings(settings, control_plane):
-    settings.HOTSWAP_LEASE_TTL = 1.0
-    settings.HOTSWAP_HEARTBEAT_TTL = 1.0
-    settings.HOTSWAP_DRAIN_TIMEOUT = 60.0
-    return settings
-
-
-@pytest.fixture
-def replica(live_settings, redis_url, tmp_path):
-    started = start_replica(
-        namespace=live_settings.HOTSWAP_NAMESPACE, redis_url=redis_url, log_dir=tmp_path
-    )
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def worker(live_settings, tmp_path):
-    started = start_worker(tmp_path, HOTSWAP_DRAIN_TIMEOUT="60")
-    yield started
-    started.stop()
 
 
 @pytest.fixture

@@ -49,6 +49,8 @@ def django_env(**extra: str) -> dict[str, str]:
         "HOTSWAP_LEASE_TTL": "1.0",
         "HOTSWAP_SWEEP_INTERVAL": "1",
         "HOTSWAP_RUN_DIR": str(settings.HOTSWAP_RUN_DIR),
+        # Browser tests lift Django's async guard for their own thread; never for these.
+        "DJANGO_ALLOW_ASYNC_UNSAFE": "",
         **extra,
     }
 

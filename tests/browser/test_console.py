@@ -30,8 +30,8 @@ from swaps.models import ServedModel
 
 from ..control_plane import APPROVER, OPERATOR, add_version, make_user
 from ..live_fleet import answer, serve
-from ..processes import ROOT, start_replica, wait_until
-from ..workers import start_console, start_worker
+from ..processes import ROOT, wait_until
+from ..workers import start_console
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -52,8 +52,6 @@ PASSWORD = "correct horse battery staple"
 # Long enough that the request is still running when the route flips under load.
 HELD_SECONDS = 15.0
 WAIT_MS = 90_000
-# Subprocesses are not under Playwright's event loop: keep Django's guard on in them.
-GUARDED = {"DJANGO_ALLOW_ASYNC_UNSAFE": ""}
 
 RECORDER = """
 window.__record = {states: [], pendingWhileDraining: false};
@@ -92,30 +90,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def live_settings(settings, control_plane):
-    settings.HOTSWAP_DRAIN_TIMEOUT = 60.0
-    return settings
-
-
-@pytest.fixture
-def replica(live_settings, redis_url, tmp_path):
-    started = start_replica(
-        namespace=live_settings.HOTSWAP_NAMESPACE, redis_url=redis_url, log_dir=tmp_path
-    )
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def worker(live_settings, tmp_path):
-    started = start_worker(tmp_path, HOTSWAP_DRAIN_TIMEOUT="60", **GUARDED)
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def console(live_settings, tmp_path):
-    started = start_console(tmp_path, HOTSWAP_DRAIN_TIMEOUT="60", **GUARDED)
+    started = start_console(tmp_path, HOTSWAP_DRAIN_TIMEOUT="60")
     yield started
     started.stop()
 
