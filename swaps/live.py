@@ -112,8 +112,10 @@ class Publisher:
 
     def subscribe(self) -> None:
         self.watchers += 1
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        # A task left on another (closed) loop, as tests leave them, is no publisher.
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run())
 
     def unsubscribe(self) -> None:
         self.watchers = max(self.watchers - 1, 0)
@@ -125,7 +127,9 @@ class Publisher:
         fleet = open_fleet()
         traffic = Traffic()
         try:
-            while True:
+            # Also stop on our own: a cancel that lands inside a Redis call can be
+            # swallowed by the client, and this loop must never outlive its watchers.
+            while self._task is asyncio.current_task():
                 beat = BEAT
                 try:
                     beat = await self.publish_once(fleet, traffic)
