@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,7 +35,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, whatever the virtualenv points at
 
+from bench.support.control_plane import bench_environment, drop_keys, seed_iris  # noqa: E402
 from swaps.demo_supervisor import Supervisor  # noqa: E402
+from tests.processes import free_port  # noqa: E402
 
 TARGET_P95_MS = 250.0
 SETTLE_TIMEOUT = 60.0
@@ -82,12 +83,6 @@ OBSERVER = r"""
                              characterData: true});
 }
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile_row(samples: list[float]) -> tuple[float, float, float]:
@@ -137,22 +132,12 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="hotswap-console-bench-"))
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "hotswap_site.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "HOTSWAP_RUN_DIR": str(workdir),
-        "HOTSWAP_NAMESPACE": namespace,
-        "HOTSWAP_RQ_QUEUE": f"{namespace}-swaps",
-        "HOTSWAP_DRAIN_TIMEOUT": "10",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = bench_environment(workdir, namespace)
     os.environ.update(env)
     import django
 
     django.setup()
-    secret = seed(workdir)
+    secret = seed_iris(workdir, password=PASSWORD)
 
     supervisor = Supervisor(log_dir=workdir / "logs", env=env, cwd=ROOT, grace=15)
     web_port, replica_port = free_port(), free_port()
@@ -182,7 +167,7 @@ def main() -> int:
         raise
     finally:
         supervisor.stop()
-        drop(redis_url, namespace)
+        drop_keys(redis_url, namespace)
 
     transitions = state_changes()
     shutil.rmtree(workdir, ignore_errors=True)
@@ -208,28 +193,6 @@ def main() -> int:
     verdict = "met" if p95 < TARGET_P95_MS and not dom_missed else "MISSED"
     print(f"target: p95 < {TARGET_P95_MS:g} ms from transition to DOM, none missed: {verdict}")
     return 0
-
-
-def seed(workdir: Path) -> str:
-    """alice (operator, with a password and an API token), iris 1 serving, 2 registered."""
-    from django.contrib.auth.models import Permission, User
-    from django.core.management import call_command
-
-    from swaps import registry, swapping, tokens
-    from swaps.demo_models import build_demo_models
-
-    call_command("migrate", verbosity=0)
-    alice = User.objects.create_user("alice", password=PASSWORD)
-    alice.user_permissions.set(
-        Permission.objects.filter(
-            codename__in=["start_swap", "request_rollback", "register_version"]
-        )
-    )
-    _, secret = tokens.create_api_token(user=alice, name="bench", via="bench")
-    for spec in build_demo_models(workdir / "models")[:2]:
-        registry.register_spec(spec=spec, user=alice, via="bench")
-    swapping.mark_active(served=registry.get_model("iris"), version="1")
-    return secret
 
 
 def drive(web_url: str, secret: str, *, cycles: int) -> tuple[list, list]:
@@ -292,15 +255,6 @@ def state_changes() -> list[tuple[float, int, str]]:
             last[row.swap_id] = row.state
             changes.append((row.at.timestamp(), row.swap_id, row.state))
     return changes
-
-
-def drop(redis_url: str, namespace: str) -> None:
-    import redis
-
-    with redis.Redis.from_url(redis_url) as client:
-        keys = [*client.scan_iter(f"{namespace}*"), *client.scan_iter(f"rq:*{namespace}*")]
-        if keys:
-            client.delete(*keys)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 What `manage.py demo` runs the product with. Each child gets a session (so a process
 group) of its own, its output goes to a log file, and:
 
-- SIGINT or SIGTERM to the supervisor stops every child and `supervise()` returns 0;
+- SIGINT or SIGTERM to the supervisor stops every child and `run()` returns 0;
 - a child that exits on its own is named, the rest are stopped, and it returns 1.
 
 Stopping sends SIGTERM to each child's process group, waits up to `grace` seconds, then
@@ -150,9 +150,12 @@ class Supervisor:
                 raise TimeoutError(NOT_READY.format(what=what, url=url, timeout=timeout))
             self._wake.wait(0.1)
 
-    def supervise(self) -> int:
-        """Run until a signal (0) or a child's exit (1); every child is stopped either way."""
+    def run(self, start: Callable[[], None]) -> int:
+        """Call `start` (it starts the children and waits for them to answer), then watch
+        them. Returns 0 after a signal, 1 after a child's exit or a start that timed out;
+        every child is stopped either way."""
         try:
+            start()
             while True:
                 self._check()
                 self._wake.wait(0.2)
@@ -164,6 +167,13 @@ class Supervisor:
             self.report_exit(exited.child)
             self.stop()
             return 1
+        except TimeoutError as exc:
+            self.say(str(exc))
+            self.stop()
+            return 1
+        except BaseException:
+            self.stop()
+            raise
 
     def report_exit(self, child: Child) -> None:
         self.say(str(ChildExited(child)))

@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from hotswap_site.env import env_int, env_seconds
-from swaps.demo_supervisor import ChildExited, Signalled, Supervisor, check_ports_free
+from swaps.demo_supervisor import Supervisor, check_ports_free
 
 HOST = "127.0.0.1"
 # Only ever used by this command, which serves on 127.0.0.1: a login the operator can
@@ -109,7 +109,8 @@ def run_processes(*, port: int, replicas: int, traffic: float, login: str) -> in
     supervisor.handle_signals()
     replica_urls = [f"http://{HOST}:{port + i}" for i in range(1, replicas + 1)]
     console_url = f"http://{HOST}:{port}/"
-    try:
+
+    def start() -> None:
         for i in range(1, replicas + 1):
             supervisor.start(
                 f"replica-{i}",
@@ -138,31 +139,16 @@ def run_processes(*, port: int, replicas: int, traffic: float, login: str) -> in
         if traffic:
             rate = ["--rate", str(traffic)]
             supervisor.start("traffic", [python, "-m", "swaps.demo_traffic", *rate, *replica_urls])
-    except Signalled:
-        supervisor.say("stopping before the demo was up ...")
-        supervisor.stop()
-        return 0
-    except ChildExited as exited:
-        supervisor.report_exit(exited.child)
-        supervisor.stop()
-        return 1
-    except TimeoutError as exc:
-        supervisor.say(str(exc))
-        supervisor.stop()
-        return 1
-    except BaseException:
-        supervisor.stop()
-        raise
+        lines = banner(
+            console_url=console_url,
+            login=login,
+            replica_urls=replica_urls,
+            traffic=traffic,
+            log_dir=supervisor.log_dir,
+        )
+        print("\n".join(lines), flush=True)
 
-    for line in banner(
-        console_url=console_url,
-        login=login,
-        replica_urls=replica_urls,
-        traffic=traffic,
-        log_dir=supervisor.log_dir,
-    ):
-        print(line, flush=True)
-    return supervisor.supervise()
+    return supervisor.run(start)
 
 
 def banner(
