@@ -39,6 +39,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, whatever the virtualenv points at
 
+from bench.support.control_plane import bench_environment, drop_keys, seed_iris  # noqa: E402
+
 IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
 REPLICAS = 2
 TARGET_P99_MS = 100.0
@@ -187,38 +189,12 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="hotswap-bench-"))
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "hotswap_site.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "HOTSWAP_RUN_DIR": str(workdir),
-        "HOTSWAP_NAMESPACE": namespace,
-        "HOTSWAP_RQ_QUEUE": f"{namespace}-swaps",
-        "HOTSWAP_DRAIN_TIMEOUT": "10",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = bench_environment(workdir, namespace)
     os.environ.update(env)
     import django
 
     django.setup()
-    from django.contrib.auth.models import Permission, User
-    from django.core.management import call_command
-
-    from swaps import registry, swapping, tokens
-    from swaps.demo_models import build_demo_models
-
-    call_command("migrate", verbosity=0)
-    alice = User.objects.create_user("alice")
-    alice.user_permissions.set(
-        Permission.objects.filter(
-            codename__in=["start_swap", "request_rollback", "register_version"]
-        )
-    )
-    _, secret = tokens.create_api_token(user=alice, name="bench", via="bench")
-    for spec in build_demo_models(workdir / "models")[:2]:
-        registry.register_spec(spec=spec, user=alice, via="bench")
-    swapping.mark_active(served=registry.get_model("iris"), version="1")
+    secret = seed_iris(workdir)
 
     fleet = Fleet(workdir, env)
     try:
@@ -259,7 +235,7 @@ def main() -> int:
         raise
     finally:
         fleet.stop()
-        _drop(redis_url, namespace)
+        drop_keys(redis_url, namespace)
         shutil.rmtree(workdir, ignore_errors=True)
 
     rows = [
@@ -277,15 +253,6 @@ def main() -> int:
     verdict = "met" if p99 < TARGET_P99_MS else "MISSED"
     print(f"target: rollback p99 < {TARGET_P99_MS:g} ms to every replica serving: {verdict}")
     return 0
-
-
-def _drop(redis_url: str, namespace: str) -> None:
-    import redis
-
-    with redis.Redis.from_url(redis_url) as client:
-        keys = [*client.scan_iter(f"{namespace}*"), *client.scan_iter(f"rq:*{namespace}*")]
-        if keys:
-            client.delete(*keys)
 
 
 if __name__ == "__main__":
