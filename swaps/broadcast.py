@@ -43,12 +43,14 @@ def fragment(partial: str, context: dict[str, Any]) -> str:
 def swap_changed(swap: Swap) -> None:
     """A swap, rollback or deploy changed: its model's state, history and audit log."""
     served = get_model(swap.served_model.name)
+    group = model_group(served.name)
+    # The state is what an operator watches: it goes out before the rest is rendered.
     state = fragment("swap-state", console.state_context(served))
-    dashboard = [state, fragment("latest-swaps", console.latest_swaps_context())]
+    send_many([(DASHBOARD, [state]), (group, [state])])
+    dashboard = [fragment("latest-swaps", console.latest_swaps_context())]
     if swap.kind == Swap.Kind.ROLLBACK:  # an approved request left the queue
         dashboard.append(fragment("approvals", console.approvals_context()))
-    send(DASHBOARD, *dashboard)
-    send(model_group(served.name), state, *_model_fragments(served))
+    send_many([(DASHBOARD, dashboard), (group, _model_fragments(served))])
 
 
 def rollback_request_changed(request: RollbackRequest) -> None:
@@ -75,6 +77,16 @@ async def traffic(model: str, *, at: float, rates: dict[str, float]) -> None:
 
 def send(group: str, *fragments: str) -> None:
     async_to_sync(asend)(group, *fragments)
+
+
+def send_many(messages: list[tuple[str, list[str]]]) -> None:
+    """Several groups' fragments in one hop to the channel layer."""
+
+    async def push() -> None:
+        for group, fragments in messages:
+            await asend(group, *fragments)
+
+    async_to_sync(push)()
 
 
 async def asend(group: str, *fragments: str) -> None:

@@ -47,7 +47,9 @@ def test_a_swap_change_sends_the_latest_swaps_to_the_dashboard(swap):
 
     broadcast.swap_changed(swap)
 
-    assert 'id="latest-swaps"' in heard(channel)["html"]
+    first, second = heard(channel)["html"], heard(channel)["html"]
+    assert 'id="swap-state-iris"' in first  # the state goes out first, on its own
+    assert 'id="latest-swaps"' in second
 
 
 def test_a_swap_change_sends_the_history_and_audit_log_to_the_model_page(swap):
@@ -55,8 +57,9 @@ def test_a_swap_change_sends_the_history_and_audit_log_to_the_model_page(swap):
 
     broadcast.swap_changed(swap)
 
-    html = heard(channel)["html"]
-    assert 'id="history-iris"' in html and 'id="audit-iris"' in html
+    first, second = heard(channel)["html"], heard(channel)["html"]
+    assert 'id="swap-state-iris"' in first
+    assert 'id="history-iris"' in second and 'id="audit-iris"' in second
 
 
 def test_a_waiting_rollback_request_updates_the_approvals_queue(alice, served_before):
