@@ -59,7 +59,8 @@ class Size:
     replicas: int
     flip_ms: list[float]
     flip_commands: float  # Redis commands per flip (engine and replicas together)
-    flip_report_reads: float  # replica reports the engine read per flip
+    flip_rounds: float  # times the engine read replica reports per flip (MGET calls)
+    flip_kb_out: float  # kB Redis sent per flip (the fleet state, the reports read)
     idle_drain_ms: list[float]
     busy_drain_ms: list[float]
     idle_ops: float  # Redis commands per second while idle
@@ -73,12 +74,14 @@ class RedisCounters:
         self._client = redis.Redis.from_url(url)
 
     def read(self) -> tuple[int, float, dict[str, int]]:
+        """(commands processed, CPU seconds, calls per command incl. net_output_bytes)."""
         stats = self._client.info("stats")
         cpu = self._client.info("cpu")
         commands = {
             name.removeprefix("cmdstat_"): value["calls"]
             for name, value in self._client.info("commandstats").items()
         }
+        commands["net_output_bytes"] = stats["total_net_output_bytes"]
         # Three INFO calls per read: counted by Redis, subtracted by `since`.
         return (
             stats["total_commands_processed"],
@@ -149,8 +152,8 @@ async def measure_size(
             replicas=count,
             flip_ms=flips,
             flip_commands=flip_commands / args.flips,
-            # Each MGET reads every live replica's report.
-            flip_report_reads=by_command.get("mget", 0) * count / args.flips,
+            flip_rounds=by_command.get("mget", 0) / args.flips,
+            flip_kb_out=by_command["net_output_bytes"] / 1024 / args.flips,
             idle_drain_ms=idle_drains,
             busy_drain_ms=busy_drains,
             idle_ops=idle_commands / args.idle,
@@ -220,7 +223,8 @@ def report(sizes: list[Size], args: argparse.Namespace) -> None:
     )
     header = (
         f"{'replicas':>8} | {'flip ack p50':>12} {'p90':>7} {'max':>7} | {'cmds/flip':>9} "
-        f"{'reports/flip':>12} | {'drain idle p50':>14} | {'drain busy p50':>14} {'max':>7} | "
+        f"{'reads/flip':>10} {'kB out/flip':>11} | {'drain idle p50':>14} | "
+        f"{'drain busy p50':>14} {'max':>7} | "
         f"{'idle ops/s':>10} {'per replica':>11} | {'redis cpu':>9}"
     )
     print(header)
@@ -228,7 +232,8 @@ def report(sizes: list[Size], args: argparse.Namespace) -> None:
     for s in sizes:
         print(
             f"{s.replicas:>8} | {statistics.median(s.flip_ms):9.1f} ms {p(s.flip_ms, 0.9):7.1f}"
-            f" {max(s.flip_ms):7.1f} | {s.flip_commands:9.0f} {s.flip_report_reads:12.0f} | "
+            f" {max(s.flip_ms):7.1f} | {s.flip_commands:9.0f} {s.flip_rounds:10.1f}"
+            f" {s.flip_kb_out:11.1f} | "
             f"{statistics.median(s.idle_drain_ms):11.1f} ms | "
             f"{statistics.median(s.busy_drain_ms):11.1f} ms {max(s.busy_drain_ms):7.1f} | "
             f"{s.idle_ops:10.1f} {s.idle_ops / s.replicas:11.1f} | {s.idle_redis_cpu:8.2%}"
@@ -238,7 +243,7 @@ def report(sizes: list[Size], args: argparse.Namespace) -> None:
     ratios = {
         "idle Redis commands/s": last.idle_ops / first.idle_ops,
         "Redis commands per flip": last.flip_commands / first.flip_commands,
-        "replica reports read per flip": last.flip_report_reads / first.flip_report_reads,
+        "Redis bytes out per flip": last.flip_kb_out / first.flip_kb_out,
         "flip ack p50": statistics.median(last.flip_ms) / statistics.median(first.flip_ms),
     }
     print(f"\ngrowth from {first.replicas} to {last.replicas} replicas (x{growth:g}):")
