@@ -191,17 +191,20 @@ def mark(axis, events: list[Event]) -> None:
             textcoords="offset points",
             fontsize=8,
             color=colour,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1},
         )
 
 
 def plot(series: dict[str, list], events: list[Event]) -> None:
+    # Each second's figures are drawn at its middle; the version shares as steps over it.
+    middles = [t + 0.5 for t in series["t"]]
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    top.plot(series["t"], series["rps"], color="black", linewidth=1.2)
+    top.plot(middles, series["rps"], color="black", linewidth=1.2)
     top.set_ylabel("requests/s")
     top.set_ylim(bottom=0)
     top.set_title("iris on two replicas: throughput and latency per second")
-    bottom.plot(series["t"], series["p50"], label="p50", linewidth=1.2)
-    bottom.plot(series["t"], series["p99"], label="p99", linewidth=1.2)
+    bottom.plot(middles, series["p50"], label="p50", linewidth=1.2)
+    bottom.plot(middles, series["p99"], label="p99", linewidth=1.2)
     bottom.set_ylabel("latency (ms)")
     bottom.set_xlabel("seconds")
     bottom.set_ylim(bottom=0)
@@ -215,9 +218,10 @@ def plot(series: dict[str, list], events: list[Event]) -> None:
 
     figure, axis = plt.subplots(figsize=(10, 3.5))
     labels = [v for v in VERSION_COLOURS if any(series[v])]
+    edges = [*series["t"], len(series["t"])]
     axis.stackplot(
-        series["t"],
-        *(series[v] for v in labels),
+        edges,
+        *([*series[v], series[v][-1]] for v in labels),
         labels=[f"version {v}" if v != "failed" else "failed" for v in labels],
         colors=[VERSION_COLOURS[v] for v in labels],
         step="post",
@@ -270,9 +274,9 @@ def write_readme(answers: list[Answer], events: list[Event], args: argparse.Name
             for e in events
         ),
         "",
-        "A swap's time includes its drain (every request already on the old version "
-        "finishing); a rollback returns once every replica routes to its target and "
-        "drains after.",
+        "Both times run from the engine call to its result: the target's health check "
+        "on every replica, the flip acknowledged by every replica, and the drain of the "
+        "version left (every request already on it finishing). Lines mark each call.",
         "",
         "![throughput and latency](throughput_latency.png)",
         "",
