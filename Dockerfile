@@ -11,7 +11,7 @@
 #   it also recovers swaps whose runner died, and republishes routes from the database):
 #       python manage.py rqworker swaps default
 #   migrate (one-off, before starting a new release):
-#       python manage.py migrate
+#       python manage.py migrate --noinput
 #
 # Required at run time (DEBUG is off in this image): SECRET_KEY, ALLOWED_HOSTS,
 # DATABASE_URL (PostgreSQL; the SQLite default lives inside the container and is lost

@@ -2,7 +2,8 @@
 #   make demo   run the live demo (private Redis unless REDIS_URL is set)
 #   make test   run the test suite (private Redis unless REDIS_URL is set)
 #   make lint   ruff check + format check
-#   make bench  run every bench/*.py; each prints its own figures
+#   make bench  run every bench/*.py but report.py; each prints its own figures
+#   make report regenerate bench/report/ (swap report: Markdown and PNG plots)
 #   make clean  remove .venv, run/ (demo database, Redis files), caches
 
 VENV := .venv
@@ -10,7 +11,7 @@ PY := $(VENV)/bin/python
 WITH_REDIS := $(PY) scripts/with_redis.py --
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench report clean venv
 
 venv: $(VENV)/.installed
 
@@ -46,11 +47,20 @@ bench: venv
 	@set -e; found=; \
 	for script in bench/*.py; do \
 		[ -e "$$script" ] || continue; \
+		[ "$$script" = bench/report.py ] && continue; \
 		found=1; \
 		echo "== $$script"; \
 		$(WITH_REDIS) $(PY) "$$script"; \
 	done; \
 	[ -n "$$found" ] || echo "no benchmarks in bench/ yet"
+
+# matplotlib is only for the report: installed into the venv on first use.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+report: venv $(VENV)/.bench-installed
+	$(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) run staticfiles .pytest_cache .ruff_cache build *.egg-info test-output

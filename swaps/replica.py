@@ -116,6 +116,7 @@ class Replica:
         self._loading: dict[Key, asyncio.Task] = {}
         self._waiting_for_load: set[str] = set()  # models routed to a version not loaded yet
         self._synced = False
+        self._reported_draining = False
         self._outage = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -191,7 +192,7 @@ class Replica:
                     log.warning("replica %s reached Redis again", self.replica_id)
                     self._outage = False
                 retry = RETRY_FIRST
-                delay = self.drain_report_interval if self._draining() else self.heartbeat_interval
+                delay = self.next_report_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
@@ -302,8 +303,20 @@ class Replica:
                 self.versions.schedule_unload(key, 0)
                 self._health.pop(key, None)
 
-    def _draining(self) -> bool:
-        pending, _ = self.inflight.snapshot()
+    def next_report_delay(self) -> float:
+        """Seconds until the next report: soon while a drain is under way, else a heartbeat.
+
+        Soon as well when the last report showed requests draining that have finished
+        since (the last one may end while the report is being written): the engine is
+        waiting for the report that says none is left.
+        """
+        if self._reported_draining or self._draining():
+            return self.drain_report_interval
+        return self.heartbeat_interval
+
+    def _draining(self, pending: Mapping[Key, int] | None = None) -> bool:
+        if pending is None:
+            pending, _ = self.inflight.snapshot()
         return any(self.router.resolve(model_id) != version for model_id, version in pending)
 
     async def _report(self) -> None:
@@ -328,6 +341,7 @@ class Replica:
             answered=nest(self._answered),
             failures=nest(self._failures),
         )
+        self._reported_draining = self._draining(pending)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(
                 self.keys.report(self.replica_id),

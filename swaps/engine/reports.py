@@ -8,6 +8,7 @@ how many requests are in flight on each version all come from these reports.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 # model -> version -> value: JSON objects nest cleanly, so no key needs a separator.
 PerVersion = dict[str, dict[str, Any]]
+# While notifications keep coming, a wait still reads every report this often (in
+# polling intervals), to drop replicas that died without a word.
+REFRESH_ROUNDS = 10
 
 
 @dataclass(frozen=True)
@@ -113,15 +117,36 @@ async def report_rounds(
 
     Subscribed before the first read, so a report written in between is not missed: a
     wait for replicas (acks, loads, drains) sees their answer within a round trip.
+    After a notification only the reports of the replicas that sent it are read again,
+    so a wait costs one read per report written, not one read of the whole fleet per
+    report (that grew with the square of the fleet's size). Every report is read again
+    after `interval` without a notification and at least every `REFRESH_ROUNDS`
+    intervals, which is how a replica whose report expired stops counting.
     Use it under `contextlib.aclosing`, so the subscription ends with the wait.
     """
     pubsub = redis.pubsub()
     try:
         await pubsub.subscribe(keys.reported)
+        reports = {r.replica_id: r for r in await live_reports(redis, keys)}
+        refreshed = time.monotonic()
         while True:
-            yield await live_reports(redis, keys)
-            if await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval):
-                while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0):
-                    pass  # several replicas reported at once: one read covers them all
+            yield [reports[replica_id] for replica_id in sorted(reports)]
+            reporters = set()
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=interval)
+            while message is not None:  # several replicas reported at once: one round
+                reporters.add(text(message["data"]))
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
+            if not reporters or time.monotonic() - refreshed >= REFRESH_ROUNDS * interval:
+                reports = {r.replica_id: r for r in await live_reports(redis, keys)}
+                refreshed = time.monotonic()
+                continue
+            named = sorted(reporters)
+            for replica_id, raw in zip(
+                named, await redis.mget([keys.report(r) for r in named]), strict=True
+            ):
+                if raw is None:
+                    reports.pop(replica_id, None)
+                else:
+                    reports[replica_id] = ReplicaReport.from_json(raw)
     finally:
         await pubsub.aclose()

@@ -1,0 +1,60 @@
+"""How often a replica reports: soon while a drain is under way, else once a heartbeat.
+
+The replica runs in this process against the real Redis; no server, no sync task: each
+test drives one report and asks when the next one is due.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from swaps.demo_models import sleepy_spec
+from swaps.engine.fleet_keys import redis_client
+from swaps.replica import Replica
+
+
+@pytest.fixture
+async def replica(redis_url, redis_namespace):
+    replica = Replica(
+        redis_client(redis_url),
+        namespace=redis_namespace,
+        replica_id="r1",
+        heartbeat_interval=0.5,
+        drain_report_interval=0.05,
+    )
+    for version in ("1", "2"):
+        replica.versions.register(sleepy_spec(version=version))
+        await replica.versions.load("sleepy", version)
+    replica.router.apply("sleepy", "1", 1)
+    yield replica
+    await replica.stop()
+    await replica.redis.aclose()
+
+
+async def test_an_idle_replica_reports_once_a_heartbeat(replica):
+    await replica.sync_now()
+    assert replica.next_report_delay() == 0.5
+
+
+async def test_a_replica_reports_soon_while_a_request_drains(replica):
+    replica.dispatcher.begin("sleepy")
+    replica.router.apply("sleepy", "2", 2)
+    await replica.sync_now()
+    assert replica.next_report_delay() == 0.05
+
+
+async def test_a_drain_that_ends_just_after_a_report_is_reported_soon(replica):
+    chosen, _ = replica.dispatcher.begin("sleepy")
+    replica.router.apply("sleepy", "2", 2)
+    await replica.sync_now()  # reports one request in flight on version 1
+    replica.dispatcher.end("sleepy", chosen)
+    assert replica.next_report_delay() == 0.05
+
+
+async def test_after_reporting_the_drain_done_the_replica_reports_once_a_heartbeat(replica):
+    chosen, _ = replica.dispatcher.begin("sleepy")
+    replica.router.apply("sleepy", "2", 2)
+    await replica.sync_now()
+    replica.dispatcher.end("sleepy", chosen)
+    await replica.sync_now()  # reports none in flight
+    assert replica.next_report_delay() == 0.5
