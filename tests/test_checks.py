@@ -12,6 +12,12 @@ REDIS_LAYER = {
 }
 
 
+@pytest.fixture(autouse=True)
+def production_channel_layer(settings):
+    """Tests run on the in-memory layer (E001 with DEBUG off); checks start from Redis."""
+    settings.CHANNEL_LAYERS = REDIS_LAYER
+
+
 def swaps_check_ids() -> list[str]:
     return [message.id for message in run_checks() if message.id.startswith("swaps.")]
 
