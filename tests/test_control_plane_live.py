@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import threading
 
-import httpx
 import pytest
-from django.utils import timezone
 
-from swaps import fleet_state
 from swaps.demo_models import sleepy_spec
-from swaps.models import AuditEntry, ServedModel, Swap
+from swaps.models import ServedModel, Swap
 
-from .control_plane import add_version, client_for, post_json
-from .processes import ReplicaProcess, start_replica, wait_until
+from .control_plane import client_for, post_json
+from .live import answer, audit_trail, finished, pending, route, serve
+from .processes import start_replica, wait_until
 from .workers import start_worker
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
-IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
 # Long enough to be sure the worker dies while the request still runs, short enough
 # that the drain the recovery resumes ends soon after.
 HELD_SECONDS = 12.0
@@ -53,68 +50,14 @@ def worker(live_settings, tmp_path):
     started.stop()
 
 
-def serve(name: str, specs, replica: ReplicaProcess) -> ServedModel:
-    """Records for `specs` (the first active), published, and served by the replica."""
-    served = ServedModel.objects.create(name=name)
-    add_version(served, specs[0], first_served_at=timezone.now())
-    for spec in specs[1:]:
-        add_version(served, spec)
-    served.active_version = served.versions.get(version=specs[0].version)
-    served.save()
-    fleet_state.republish_from_database()
-    wait_until(lambda: answer(replica, name).get("model_version"), timeout=60, what="a route")
-    return served
-
-
 @pytest.fixture
 def iris(replica, iris_specs, db) -> ServedModel:
-    return serve("iris", [iris_specs["1"], iris_specs["2"]], replica)
+    return serve("iris", [iris_specs["1"], iris_specs["2"]], [replica])
 
 
 @pytest.fixture
 def sleepy(replica, db) -> ServedModel:
-    return serve("sleepy", [sleepy_spec(version="1"), sleepy_spec(version="2")], replica)
-
-
-def answer(replica: ReplicaProcess, model: str, *, seconds: float = 0.0) -> dict:
-    if model == "sleepy":
-        row = {"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [seconds]}
-    else:
-        row = IRIS_ROW
-    response = httpx.post(
-        f"{replica.url}/v2/models/{model}/infer", json={"inputs": [row]}, timeout=60
-    )
-    return response.json() if response.status_code == 200 else {}
-
-
-def finished(swap_id: int, worker, timeout: float = 90.0) -> Swap:
-    def final() -> Swap | None:
-        swap = Swap.objects.get(pk=swap_id)
-        return None if swap.is_running else swap
-
-    try:
-        return wait_until(final, timeout=timeout, what=f"swap {swap_id} to finish")
-    except TimeoutError:
-        raise AssertionError(f"worker log:\n{worker.log()}") from None
-
-
-def route(model: str) -> str | None:
-    async def active(engine):
-        return await engine.router.active(model)
-
-    return fleet_state.run(active)
-
-
-def pending(model: str, version: str) -> int:
-    async def count(engine):
-        return await engine.inflight.pending(model, version)
-
-    return fleet_state.run(count)
-
-
-def audit_trail(model: str) -> list[tuple[str, str, str]]:
-    entries = AuditEntry.objects.filter(model=model).order_by("id")
-    return [(e.actor, e.action, e.outcome) for e in entries]
+    return serve("sleepy", [sleepy_spec(version="1"), sleepy_spec(version="2")], [replica])
 
 
 def test_a_swap_goes_from_the_api_to_completed_through_a_real_worker(alice, iris, replica, worker):
