@@ -114,7 +114,7 @@ def agreed(model: str, replicas: list[ReplicaProcess]) -> dict[str, str | None] 
     return seen if len(set(seen.values())) == 1 and None not in seen.values() else None
 
 
-def wait_agreed(model: str, replicas: list[ReplicaProcess], timeout: float = 30.0) -> str:
+def wait_agreed(model: str, replicas: list[ReplicaProcess], timeout: float = 60.0) -> str:
     """The version everyone agrees on; fail with who said what if they never do."""
     try:
         seen = wait_until(lambda: agreed(model, replicas), timeout=timeout, what="agreement")
@@ -195,3 +195,35 @@ class Traffic:
 
     def versions(self) -> set[str]:
         return {o.version for o in self.outcomes if o.status == 200}
+
+
+class Held:
+    """One request the replica holds for `seconds` (sleepy), sent from a thread."""
+
+    def __init__(self, replica: ReplicaProcess, *, seconds: float, model: str = "sleepy") -> None:
+        self.replica = replica
+        self.result: dict = {}
+        self.error = ""
+        self._thread = threading.Thread(target=self._send, args=(model, seconds), daemon=True)
+        self._thread.start()
+
+    def _send(self, model: str, seconds: float) -> None:
+        try:
+            self.result = answer(self.replica, model, seconds=seconds)
+        except Exception as exc:  # recorded: the test decides whether it may fail
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def outcome(self, timeout: float = 90.0) -> dict:
+        self._thread.join(timeout)
+        return self.result
+
+
+def settled(model: str, replicas: list[ReplicaProcess], worker: Process) -> str:
+    """Invariants 2 and 3 once the fault cleared: every swap final, everyone agreeing.
+
+    Returns the version the database, the fleet and every replica name.
+    """
+    for swap in Swap.objects.filter(served_model__name=model, state__in=Swap.RUNNING):
+        finished(swap.pk, worker)
+    assert not Swap.objects.filter(state__in=Swap.RUNNING).exists()
+    return wait_agreed(model, replicas)

@@ -1,7 +1,7 @@
 """Fixtures for the fault tests: replicas, an RQ worker, traffic, and the four invariants.
 
 Every fault test injects one fault into real processes and then checks the same four
-things once the fault clears (`settled`):
+things once the fault clears (`tests.live.settled`):
 
 1. no request a live replica accepted failed because of the swap (`Traffic`, `Held`);
 2. no swap record is left running: recovery runs as the product runs it (a worker
@@ -13,15 +13,13 @@ things once the fault clears (`settled`):
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from swaps.demo_models import sleepy_spec
-from swaps.models import ServedModel, Swap
-from tests.live import answer, finished, serve, wait_agreed
-from tests.processes import Process, ReplicaProcess, start_replicas
+from swaps.models import ServedModel
+from tests.processes import ReplicaProcess, start_replicas
 from tests.workers import WorkerProcess, start_worker
 
 # Short leases and heartbeats: a killed runner or replica is noticed within a second.
@@ -89,37 +87,15 @@ def worker(start_workers) -> WorkerProcess:
 @pytest.fixture
 def sleepy(replicas, db) -> ServedModel:
     """Model sleepy on every replica: version 1 serving, 2 registered."""
+    # Imported here: tests.live needs the control-plane plugin, loaded after conftests.
+    from tests.live import serve
+
     return serve("sleepy", [sleepy_spec(version="1"), sleepy_spec(version="2")], replicas)
 
 
-class Held:
-    """One request the replica holds for `seconds` (sleepy), sent from a thread."""
+@pytest.fixture
+def iris_served(replicas, iris_specs, db) -> ServedModel:
+    """Model iris on every replica: version 1 (sklearn) serving, 2 (onnx) registered."""
+    from tests.live import serve
 
-    def __init__(self, replica: ReplicaProcess, *, seconds: float, model: str = "sleepy") -> None:
-        self.replica = replica
-        self.result: dict = {}
-        self.error = ""
-        self._thread = threading.Thread(target=self._send, args=(model, seconds), daemon=True)
-        self._thread.start()
-
-    def _send(self, model: str, seconds: float) -> None:
-        try:
-            self.result = answer(self.replica, model, seconds=seconds)
-        except Exception as exc:  # recorded: the test decides whether it may fail
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def outcome(self, timeout: float = 90.0) -> dict:
-        self._thread.join(timeout)
-        return self.result
-
-
-def settled(model: str, replicas: list[ReplicaProcess], worker: Process) -> str:
-    """Invariants 2 and 3 once the fault cleared: every swap final, everyone agreeing.
-
-    Returns the version the database, the fleet and every replica name.
-    """
-    for swap in Swap.objects.filter(served_model__name=model, state__in=Swap.RUNNING):
-        finished(swap.pk, worker)
-    assert not Swap.objects.filter(state__in=Swap.RUNNING).exists()
-    return wait_agreed(model, replicas)
-
+    return serve("iris", [iris_specs["1"], iris_specs["2"]], replicas)

@@ -7,10 +7,8 @@ import pytest
 from swaps.demo_models import sleepy_spec
 from swaps.models import ServedModel, Swap
 from tests.control_plane import client_for, post_json
-from tests.live import Traffic, audit_trail, pending, serve
+from tests.live import Held, Traffic, audit_trail, pending, serve, settled
 from tests.processes import wait_until
-
-from .conftest import Held, settled
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
