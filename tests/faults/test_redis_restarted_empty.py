@@ -8,8 +8,8 @@ The Redis is a private redis-server of this test's, never the shared one.
 
 from __future__ import annotations
 
-import redis
 import pytest
+import redis
 
 from swaps.engine.fleet_keys import FleetKeys
 from tests.control_plane import client_for, post_json

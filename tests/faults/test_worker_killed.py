@@ -89,9 +89,7 @@ def test_a_worker_killed_mid_rollback_is_completed_by_the_next_worker(
             {"target_version": "1", "reason": "version 2 answers wrong"},
         ).json()
         swap_id = rollback["swap"]["id"]
-        wait_until(
-            lambda: leases.leased_swaps([swap_id]), timeout=60, what="the drain job to run"
-        )
+        wait_until(lambda: leases.leased_swaps([swap_id]), timeout=60, what="the drain job to run")
         worker.kill_with_its_work_horse()
         killed_while = state(swap_id)
 
@@ -109,4 +107,3 @@ def test_a_worker_killed_mid_rollback_is_completed_by_the_next_worker(
         ("sweep", "recover", "accepted"),
         ("alice", "finish", "completed"),
     ]
-
