@@ -54,7 +54,7 @@ def serve(name: str, specs, replicas: list[ReplicaProcess]) -> ServedModel:
     for replica in replicas:
         wait_until(
             lambda replica=replica: answer(replica, name).get("model_version"),
-            timeout=60,
+            timeout=120,
             what=f"a route for {name} on {replica.replica_id}",
         )
     return served
