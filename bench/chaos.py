@@ -78,6 +78,7 @@ class Chaos:
         self.rng = rng
         self.replicas: list = []
         self.worker = None
+        self.workers_started = 0
         self.traffic = None
         self.down: dict[str, float] = {}  # replica id -> when to restart it
         self.killed: Counter = Counter()
@@ -98,12 +99,13 @@ class Chaos:
         from swaps import fleet_state
         from swaps.demo_models import build_demo_models
         from swaps.models import ServedModel
+        from tests.control_plane import add_version
         from tests.live import Traffic
         from tests.processes import start_replicas
 
         served = ServedModel.objects.create(name="iris")
         for spec in build_demo_models(self.workdir / "models"):
-            version = _add_version(served, spec)
+            version = add_version(served, spec)
             if spec.version == "1":
                 version.first_served_at = timezone.now()
                 version.save()
@@ -127,7 +129,9 @@ class Chaos:
     def _start_worker(self):
         from tests.workers import start_worker
 
-        return start_worker(self.workdir, name="worker")
+        # A new name each time: a SIGKILLed worker's registration outlives it for a while.
+        self.workers_started += 1
+        return start_worker(self.workdir, name=f"worker-{self.workers_started}")
 
     def stop(self) -> None:
         if self.traffic is not None:
@@ -316,24 +320,6 @@ class Chaos:
         print("invariants:")
         for ok, what in checks:
             print(f"  {'ok  ' if ok else 'FAIL'}  {what}")
-
-
-def _add_version(served, spec):
-    from swaps.models import ModelVersion
-
-    data = spec.as_dict()
-    return ModelVersion.objects.create(
-        served_model=served,
-        version=spec.version,
-        runtime=spec.runtime,
-        artifact=spec.artifact,
-        sample_input=data["sample_input"],
-        expected_output_shape=data["expected_output_shape"],
-        expected_output_dtype=spec.expected_output_dtype,
-        memory_limit_bytes=spec.memory_limit_bytes,
-        inputs=data["inputs"],
-        outputs=data["outputs"],
-    )
 
 
 def _shape(message: str) -> str:

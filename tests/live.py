@@ -60,6 +60,27 @@ def serve(name: str, specs, replicas: list[ReplicaProcess]) -> ServedModel:
     return served
 
 
+def api_swap(user, model: str, source: str, target: str) -> int:
+    """Start a swap through the API as `user`, as a browser session would; its id."""
+    from .control_plane import client_for, post_json
+
+    response = post_json(
+        client_for(user),
+        f"/api/models/{model}/swaps",
+        {"from_version": source, "to_version": target},
+    )
+    assert response.status_code == 202, response.json()
+    return response.json()["id"]
+
+
+def reaches(swap_id: int, state: str, timeout: float = 60.0) -> None:
+    wait_until(
+        lambda: Swap.objects.get(pk=swap_id).state == state,
+        timeout=timeout,
+        what=f"swap {swap_id} to be {state}",
+    )
+
+
 def finished(swap_id: int, worker: Process, timeout: float = 90.0) -> Swap:
     """The swap once it is final; on a timeout, fail showing the worker's log."""
 

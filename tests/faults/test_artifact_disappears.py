@@ -12,7 +12,7 @@ import pytest
 
 from swaps.models import Swap
 from tests.control_plane import client_for, post_json
-from tests.live import Traffic, audit_trail, finished, settled
+from tests.live import Traffic, api_swap, audit_trail, finished, settled
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
@@ -29,9 +29,7 @@ def test_a_swap_to_a_version_whose_artifact_vanished_fails_and_leaves_routing(
     artifact.unlink()
 
     with Traffic(replicas) as traffic:
-        swap_id = post_json(
-            client_for(alice), "/api/models/iris/swaps", {"from_version": "1", "to_version": "4"}
-        ).json()["id"]
+        swap_id = api_swap(alice, "iris", "1", "4")
         swap = finished(swap_id, worker)
         serving = settled("iris", replicas, worker)
 

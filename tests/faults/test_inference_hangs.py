@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 
 from swaps.models import AuditEntry, Swap
-from tests.control_plane import client_for, post_json
-from tests.live import Held, Traffic, audit_trail, pending, settled
+from tests.live import Held, Traffic, api_swap, audit_trail, pending, settled
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -31,9 +30,7 @@ def test_a_request_hanging_past_the_drain_timeout_finishes_after_the_swap_comple
     wait_until(lambda: pending("sleepy", "1") == 1, timeout=30, what="a request in flight")
 
     with Traffic(replicas, model="sleepy") as traffic:
-        swap_id = post_json(
-            client_for(alice), "/api/models/sleepy/swaps", {"from_version": "1", "to_version": "2"}
-        ).json()["id"]
+        swap_id = api_swap(alice, "sleepy", "1", "2")
         version = settled("sleepy", replicas, worker)
         # The swap is over; the hung request is still running on version 1.
         still_running = pending("sleepy", "1")

@@ -16,7 +16,7 @@ from django.db import connection
 from swaps.demo_models import sleepy_spec
 from swaps.models import AuditEntry, ServedModel, Swap
 from tests.control_plane import add_version, client_for, post_json
-from tests.live import Held, Traffic, finished, pending, settled
+from tests.live import Held, Traffic, api_swap, finished, pending, settled
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -27,10 +27,7 @@ HELD_SECONDS = 4.0
 @pytest.fixture
 def swapped_sleepy(alice, sleepy, worker) -> ServedModel:
     """sleepy 2 serving (1 served before, a rollback target); 3 registered."""
-    swap = post_json(
-        client_for(alice), "/api/models/sleepy/swaps", {"from_version": "1", "to_version": "2"}
-    )
-    assert finished(swap.json()["id"], worker).state == "completed"
+    assert finished(api_swap(alice, "sleepy", "1", "2"), worker).state == "completed"
     add_version(sleepy, sleepy_spec(version="3"))
     return sleepy
 

@@ -12,8 +12,7 @@ import pytest
 import redis
 
 from swaps.engine.fleet_keys import FleetKeys
-from tests.control_plane import client_for, post_json
-from tests.live import Traffic, audit_trail, finished, settled
+from tests.live import Traffic, api_swap, audit_trail, finished, settled
 from tests.processes import start_redis, wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -46,18 +45,11 @@ def routed(url: str, namespace: str, model: str) -> str | None:
     return value.decode() if value is not None else None
 
 
-def swap(user, source: str, target: str) -> int:
-    response = post_json(
-        client_for(user), "/api/models/iris/swaps", {"from_version": source, "to_version": target}
-    )
-    return response.json()["id"]
-
-
 def test_redis_restarted_empty_is_republished_while_replicas_keep_serving(
     alice, iris_served, replicas, worker, private_redis, tmp_path, control_plane
 ):
     # A first swap: the worker is up and past its start-up, so what follows is its sweep.
-    assert finished(swap(alice, "1", "2"), worker).state == "completed"
+    assert finished(api_swap(alice, "iris", "1", "2"), worker).state == "completed"
     with Traffic(replicas) as traffic:
         settled("iris", replicas, worker)
         served_before = traffic.answered()
@@ -68,7 +60,7 @@ def test_redis_restarted_empty_is_republished_while_replicas_keep_serving(
             timeout=60,
             what="the sweep to republish the route",
         )
-        assert finished(swap(alice, "2", "1"), worker).state == "completed"
+        assert finished(api_swap(alice, "iris", "2", "1"), worker).state == "completed"
         version = settled("iris", replicas, worker)
     reborn.stop()
 

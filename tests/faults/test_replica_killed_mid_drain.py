@@ -6,8 +6,7 @@ import pytest
 
 from swaps.demo_models import sleepy_spec
 from swaps.models import ServedModel, Swap
-from tests.control_plane import client_for, post_json
-from tests.live import Held, Traffic, audit_trail, pending, serve, settled
+from tests.live import Held, Traffic, api_swap, audit_trail, pending, reaches, serve, settled
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -33,14 +32,8 @@ def test_a_replica_killed_mid_drain_leaves_the_swap_completed_on_the_survivors(
     wait_until(lambda: pending("sleepy", "1") == 2, timeout=30, what="two requests in flight")
 
     with Traffic(replicas, model="sleepy") as traffic:
-        swap_id = post_json(
-            client_for(alice), "/api/models/sleepy/swaps", {"from_version": "1", "to_version": "2"}
-        ).json()["id"]
-        wait_until(
-            lambda: Swap.objects.get(pk=swap_id).state == "draining",
-            timeout=60,
-            what="the swap to drain",
-        )
+        swap_id = api_swap(alice, "sleepy", "1", "2")
+        reaches(swap_id, "draining")
         doomed.kill()
         version = settled("sleepy", [survivor], worker)
 

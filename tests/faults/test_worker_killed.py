@@ -14,7 +14,17 @@ from swaps import leases
 from swaps.demo_models import sleepy_spec
 from swaps.models import ServedModel, Swap
 from tests.control_plane import client_for, post_json
-from tests.live import Held, Traffic, audit_trail, finished, pending, serve, settled
+from tests.live import (
+    Held,
+    Traffic,
+    api_swap,
+    audit_trail,
+    finished,
+    pending,
+    reaches,
+    serve,
+    settled,
+)
 from tests.processes import wait_until
 
 from .slow import LOAD_SECONDS_VARIABLE, slow_spec
@@ -22,7 +32,6 @@ from .slow import LOAD_SECONDS_VARIABLE, slow_spec
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 HELD_SECONDS = 5.0
-SWAP = {"from_version": "1", "to_version": "2"}
 
 
 @pytest.fixture
@@ -45,8 +54,8 @@ def test_a_worker_killed_mid_swap_fails_the_swap_with_routing_untouched(
     alice, slow_sleepy, replicas, worker, start_workers
 ):
     with Traffic(replicas, model="sleepy") as traffic:
-        swap_id = post_json(client_for(alice), "/api/models/sleepy/swaps", SWAP).json()["id"]
-        wait_until(lambda: state(swap_id) == "swapping", timeout=60, what="the swap to start")
+        swap_id = api_swap(alice, "sleepy", "1", "2")
+        reaches(swap_id, "swapping")
         worker.kill_with_its_work_horse()
         killed_while = state(swap_id)
 
@@ -69,8 +78,7 @@ def test_a_worker_killed_mid_swap_fails_the_swap_with_routing_untouched(
 @pytest.fixture
 def swapped_sleepy(alice, sleepy, worker) -> ServedModel:
     """sleepy swapped from 1 to 2 through the worker: 1 is a rollback target now."""
-    swap_id = post_json(client_for(alice), "/api/models/sleepy/swaps", SWAP).json()["id"]
-    assert finished(swap_id, worker).state == "completed"
+    assert finished(api_swap(alice, "sleepy", "1", "2"), worker).state == "completed"
     return sleepy
 
 
