@@ -35,6 +35,7 @@ demo: venv
 	$(WITH_REDIS) $(PY) manage.py demo
 
 test: venv
+	mkdir -p test-output/screenshots
 	$(WITH_REDIS) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -145,7 +145,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 
-CHANNEL_LAYER = env_choice("CHANNEL_LAYER", choices=["redis", "memory"], default="redis")
+# Unit tests run consumers and broadcasts in one process: the in-memory layer keeps them
+# off Redis. Processes that tests start (console, worker) are not under pytest: Redis.
+CHANNEL_LAYER = env_choice(
+    "CHANNEL_LAYER", choices=["redis", "memory"], default="memory" if TESTING else "redis"
+)
 if CHANNEL_LAYER == "memory":
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 else:
@@ -194,14 +198,19 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
+# The app serves its own static files (the console must work with no web server or CDN
+# in front): WhiteNoise, right after SecurityMiddleware. With DEBUG on (and in tests) it
+# reads them straight from static/ through the finders, so no collectstatic is needed;
+# in production daphne serves the hashed, compressed files collected at build time.
+MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
+WHITENOISE_AUTOREFRESH = DEBUG or TESTING
 if DEBUG or TESTING:
     STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
 else:
-    # daphne serves the hashed, compressed files collected at build time.
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
     STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

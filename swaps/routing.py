@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-websocket_urlpatterns: list[URLPattern | URLResolver] = []
+from swaps.consumers import ConsoleConsumer
+
+websocket_urlpatterns: list[URLPattern | URLResolver] = [
+    path("ws/dashboard/", ConsoleConsumer.as_asgi()),
+    path("ws/models/<str:model>/", ConsoleConsumer.as_asgi()),
+]

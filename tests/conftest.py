@@ -117,3 +117,5 @@ def pytest_configure(config: pytest.Config) -> None:
     # Django's models; a run with `-p no:django` (the engine's own) goes without them.
     if config.pluginmanager.has_plugin("django"):
         config.pluginmanager.import_plugin("tests.control_plane")
+        # `live_settings`, `replica` and `worker`: real processes for the live tests.
+        config.pluginmanager.import_plugin("tests.live_fleet")

@@ -15,8 +15,9 @@ from swaps.demo_models import sleepy_spec
 from swaps.models import ServedModel, Swap
 
 from .control_plane import client_for, post_json
-from .live import answer, audit_trail, finished, pending, route, serve
-from .processes import start_replica, wait_until
+from .live import audit_trail, finished, pending, route
+from .live_fleet import answer, serve
+from .processes import wait_until
 from .workers import start_worker
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -27,37 +28,13 @@ HELD_SECONDS = 12.0
 
 
 @pytest.fixture
-def live_settings(settings, control_plane):
-    settings.HOTSWAP_LEASE_TTL = 1.0
-    settings.HOTSWAP_HEARTBEAT_TTL = 1.0
-    settings.HOTSWAP_DRAIN_TIMEOUT = 60.0
-    return settings
-
-
-@pytest.fixture
-def replica(live_settings, redis_url, tmp_path):
-    started = start_replica(
-        namespace=live_settings.HOTSWAP_NAMESPACE, redis_url=redis_url, log_dir=tmp_path
-    )
-    yield started
-    started.stop()
-
-
-@pytest.fixture
-def worker(live_settings, tmp_path):
-    started = start_worker(tmp_path, HOTSWAP_DRAIN_TIMEOUT="60")
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 def iris(replica, iris_specs, db) -> ServedModel:
-    return serve("iris", [iris_specs["1"], iris_specs["2"]], [replica])
+    return serve("iris", [iris_specs["1"], iris_specs["2"]], replica)
 
 
 @pytest.fixture
 def sleepy(replica, db) -> ServedModel:
-    return serve("sleepy", [sleepy_spec(version="1"), sleepy_spec(version="2")], [replica])
+    return serve("sleepy", [sleepy_spec(version="1"), sleepy_spec(version="2")], replica)
 
 
 def test_a_swap_goes_from_the_api_to_completed_through_a_real_worker(alice, iris, replica, worker):

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import sys
-import types
-
 import pytest
 from django.db import transaction
 
+import swaps.broadcast
 from swaps import jobs, swapping
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,13 +13,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def broadcast(monkeypatch) -> list:
-    """A stand-in for the console's swaps/broadcast.py that records what it is told."""
+    """The console's broadcast functions, replaced by ones that record what they are told."""
     heard: list = []
-    module = types.ModuleType("swaps.broadcast")
-    module.__spec__ = importlib.machinery.ModuleSpec("swaps.broadcast", loader=None)
-    module.swap_changed = lambda swap: heard.append((swap.pk, swap.state))
-    module.rollback_request_changed = lambda request: heard.append(("request", request.state))
-    monkeypatch.setitem(sys.modules, "swaps.broadcast", module)
+    monkeypatch.setattr(
+        swaps.broadcast, "swap_changed", lambda swap: heard.append((swap.pk, swap.state))
+    )
+    monkeypatch.setattr(
+        swaps.broadcast,
+        "rollback_request_changed",
+        lambda request: heard.append(("request", request.state)),
+    )
     return heard
 
 
@@ -49,7 +49,7 @@ def test_the_console_hears_every_transition(alice, candidate_version, broadcast)
 
 
 def test_a_broadcast_that_fails_does_not_fail_the_swap(alice, candidate_version, broadcast):
-    sys.modules["swaps.broadcast"].swap_changed = lambda swap: 1 / 0
+    swaps.broadcast.swap_changed = lambda swap: 1 / 0  # restored by the fixture's monkeypatch
 
     swap = start(alice)
     jobs.run_swap(swap.pk)

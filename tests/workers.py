@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import psutil
 from django.conf import settings
 from django.db import connection
 
-from .processes import ROOT, Process
+from .processes import ROOT, Process, free_port, wait_until
 
 
 def database_url() -> str:
@@ -48,6 +49,8 @@ def django_env(**extra: str) -> dict[str, str]:
         "HOTSWAP_LEASE_TTL": "1.0",
         "HOTSWAP_SWEEP_INTERVAL": "1",
         "HOTSWAP_RUN_DIR": str(settings.HOTSWAP_RUN_DIR),
+        # Browser tests lift Django's async guard for their own thread; never for these.
+        "DJANGO_ALLOW_ASYNC_UNSAFE": "",
         **extra,
     }
 
@@ -97,3 +100,49 @@ def start_worker(log_dir: Path, *, name: str = "worker", **env: str) -> WorkerPr
             stderr=subprocess.STDOUT,
         )
     return WorkerProcess(popen=popen, log_path=log_path)
+
+
+@dataclass
+class ConsoleProcess(Process):
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_console(log_dir: Path, **env: str) -> ConsoleProcess:
+    """daphne serving the whole site (console, websockets, API) on this test's database.
+
+    Its channel layer is Redis under this test's namespace, so the RQ worker's and the
+    console's own broadcasts reach the browser, as in production.
+    """
+    port = free_port()
+    log_path = log_dir / "console.log"
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)),
+                "hotswap_site.asgi:application",
+            ],
+            cwd=ROOT,
+            env=django_env(CHANNEL_LAYER="redis", DEBUG="on", **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    console = ConsoleProcess(popen=popen, log_path=log_path, port=port)
+
+    def answers() -> bool:
+        if not console.alive():
+            raise RuntimeError(f"the console exited:\n{console.log()}")
+        try:
+            return httpx.get(f"{console.url}/accounts/login/", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, timeout=60, what="the console to answer")
+    except BaseException:
+        console.kill()
+        raise
+    return console

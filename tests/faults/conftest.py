@@ -27,12 +27,10 @@ FAST = {"HOTSWAP_LEASE_TTL": "1.0", "HOTSWAP_HEARTBEAT_TTL": "1.0", "HOTSWAP_KEE
 
 
 @pytest.fixture
-def live_settings(settings, control_plane):
-    settings.HOTSWAP_LEASE_TTL = 1.0
-    settings.HOTSWAP_HEARTBEAT_TTL = 1.0
-    settings.HOTSWAP_DRAIN_TIMEOUT = 60.0
-    settings.HOTSWAP_KEEP_WARM = 2.0
-    return settings
+def live_settings(live_settings):
+    """tests/live_fleet.py's short leases and heartbeats, and a short keep-warm."""
+    live_settings.HOTSWAP_KEEP_WARM = 2.0
+    return live_settings
 
 
 @pytest.fixture

@@ -1,0 +1,270 @@
+"""The ops console in a real headless Chromium, against the real thing.
+
+A daphne console, an RQ worker and a replica run as processes on this test's database,
+Redis namespace and RQ queue; the console's channel layer is Redis, so what the worker
+and the console broadcast reaches the browser as in production. Screenshots go to
+test-output/screenshots/.
+
+Live changes are recorded in the page by a MutationObserver (an init script), so a
+state that lasts only a few milliseconds is still seen, and a reload would show (it
+starts the record afresh).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from swaps import fleet_state
+from swaps.demo_models import sleepy_spec
+from swaps.models import ServedModel
+
+from ..control_plane import APPROVER, OPERATOR, add_version, make_user
+from ..live_fleet import answer, serve
+from ..processes import ROOT, wait_until
+from ..workers import start_console
+
+pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
+
+T = TypeVar("T")
+CHROMIUM = Path("/usr/bin/chromium")
+INSTALL_CHROMIUM = "install chromium: apt-get install chromium (/usr/bin/chromium is missing)"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SCREENSHOTS = ROOT / "test-output" / "screenshots"
+PASSWORD = "correct horse battery staple"
+# Long enough that the request is still running when the route flips under load.
+HELD_SECONDS = 15.0
+WAIT_MS = 90_000
+
+RECORDER = """
+window.__record = {states: [], pendingWhileDraining: false};
+new MutationObserver(() => {
+  const state = document.querySelector('[id^="swap-state-"]');
+  const record = window.__record;
+  if (state && record.states[record.states.length - 1] !== state.dataset.state) {
+    record.states.push(state.dataset.state);
+  }
+  const old = document.querySelector('[id^="pending-"] tr[data-version="1"] .inflight');
+  if (state && state.dataset.state === "draining" && old && Number(old.dataset.inflight) > 0) {
+    record.pendingWhileDraining = true;
+  }
+}).observe(document, {childList: true, subtree: true});
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(INSTALL_CHROMIUM, pytrace=False)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # Playwright's sync API keeps an event loop running in this thread; Django would
+    # take the test's own ORM calls for calls from async code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            # launch() gives each run a fresh, temporary user-data-dir.
+            chromium = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            yield chromium
+            chromium.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def console(live_settings, tmp_path):
+    started = start_console(tmp_path, HOTSWAP_DRAIN_TIMEOUT="60")
+    yield started
+    started.stop()
+
+
+def operator(username: str, permissions: tuple[str, ...]) -> User:
+    user = make_user(username, permissions)
+    user.set_password(PASSWORD)
+    user.save()
+    return user
+
+
+@pytest.fixture
+def alice(db) -> User:
+    """An operator who may also approve (others' requests)."""
+    return operator("alice", OPERATOR + APPROVER)
+
+
+@pytest.fixture
+def bob(db) -> User:
+    return operator("bob", APPROVER)
+
+
+def off_the_loop(function: Callable[[], T]) -> T:
+    """Run `function` on a thread of its own: Playwright's loop runs in this one, and
+    asgiref's async_to_sync (the control plane's way to the fleet) refuses to run there."""
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(function).result()
+
+
+@pytest.fixture
+def sleepy(replica, db) -> ServedModel:
+    """sleepy 1 serving, 2 registered: a request to it sleeps for its input, in seconds."""
+    specs = [sleepy_spec(version="1"), sleepy_spec(version="2")]
+    return off_the_loop(lambda: serve("sleepy", specs, replica))
+
+
+@pytest.fixture
+def rolled_forward(replica, db) -> ServedModel:
+    """sleepy 2 serving after 1 (a rollback target); rollbacks need approval."""
+    return off_the_loop(lambda: _rolled_forward(replica))
+
+
+def _rolled_forward(replica) -> ServedModel:
+    served = ServedModel.objects.create(name="sleepy", rollback_requires_approval=True)
+    before = timezone.now() - timezone.timedelta(minutes=5)
+    add_version(served, sleepy_spec(version="1"), first_served_at=before)
+    served.active_version = add_version(
+        served, sleepy_spec(version="2"), first_served_at=timezone.now()
+    )
+    served.save()
+    fleet_state.republish_from_database()
+    wait_until(lambda: answer(replica, "sleepy").get("model_version") == "2", timeout=60, what="2")
+    return served
+
+
+def signed_in(browser: Browser, console, user: User, *, width: int = 1280) -> Page:
+    page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
+    page.add_init_script(RECORDER)
+    page.goto(f"{console.url}/accounts/login/")
+    page.get_by_label("Username").fill(user.username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{console.url}/")
+    return page
+
+
+def open_live(page: Page, url: str) -> Page:
+    """Open `url` and wait until its websocket is open (pushes from then on arrive)."""
+    page.goto(url)
+    page.evaluate("window.__document = 'first'")
+    expect(page.locator("[ws-connect]")).to_have_count(1)
+    page.wait_for_function(
+        "() => { const ws = document.querySelector('[ws-connect]')['htmx-internal-data'];"
+        " return ws && ws.webSocket && ws.webSocket.socket.readyState === 1; }",
+        timeout=WAIT_MS,
+    )
+    return page
+
+
+def hold_request(replica) -> dict:
+    """Send a slow request to sleepy's active version in the background."""
+    held: dict = {}
+    thread = threading.Thread(
+        target=lambda: held.update(answer(replica, "sleepy", seconds=HELD_SECONDS)), daemon=True
+    )
+    thread.start()
+    held["thread"] = thread
+    return held
+
+
+def start_swap_in(page: Page) -> None:
+    page.get_by_label("To version").select_option("2")
+    page.get_by_role("button", name="Start swap").click()
+
+
+def inflight_on_version_1(page: Page):
+    return page.locator('[id="pending-sleepy"] tr[data-version="1"] .inflight')
+
+
+def test_a_swap_shows_swapping_draining_and_completed_without_a_reload(
+    browser, console, worker, replica, sleepy, alice
+):
+    page = open_live(signed_in(browser, console, alice), f"{console.url}/models/sleepy/")
+    hold_request(replica)
+    expect(inflight_on_version_1(page)).to_have_attribute("data-inflight", "1", timeout=WAIT_MS)
+
+    start_swap_in(page)
+
+    expect(page.locator("#swap-state-sleepy")).to_have_attribute(
+        "data-state", "completed", timeout=WAIT_MS
+    )
+    states = page.evaluate("window.__record.states")
+    assert [s for s in states if s in ("swapping", "draining", "completed")][-3:] == [
+        "swapping",
+        "draining",
+        "completed",
+    ], states
+    assert page.evaluate("window.__document") == "first"  # never reloaded
+
+
+def test_the_old_versions_pending_count_counts_down_to_zero_on_the_dashboard(
+    browser, console, worker, replica, sleepy, alice
+):
+    operator_page = open_live(signed_in(browser, console, alice), f"{console.url}/models/sleepy/")
+    dashboard = open_live(signed_in(browser, console, alice), f"{console.url}/")
+    held = hold_request(replica)
+    expect(inflight_on_version_1(dashboard)).to_have_attribute(
+        "data-inflight", "1", timeout=WAIT_MS
+    )
+
+    start_swap_in(operator_page)
+
+    dashboard.wait_for_function("window.__record.pendingWhileDraining", timeout=WAIT_MS)
+    dashboard.screenshot(path=SCREENSHOTS / "dashboard-mid-drain.png", full_page=True)
+    expect(dashboard.locator("#swap-state-sleepy")).to_have_attribute(
+        "data-state", "completed", timeout=WAIT_MS
+    )
+    expect(inflight_on_version_1(dashboard)).to_have_attribute(
+        "data-inflight", "0", timeout=WAIT_MS
+    )
+    dashboard.screenshot(path=SCREENSHOTS / "dashboard-completed.png", full_page=True)
+    held["thread"].join(timeout=60)
+    assert held["model_version"] == "1"  # the draining request was never cut off
+
+
+def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_version(
+    browser, console, worker, replica, rolled_forward, alice, bob
+):
+    model_page = open_live(signed_in(browser, console, alice), f"{console.url}/models/sleepy/")
+    model_page.get_by_label("Reason").fill("version 2 answers too slowly")
+    model_page.get_by_role("button", name="Roll back to 1").click()
+    expect(model_page.locator("#rollback-sleepy")).to_contain_text("waiting for approval")
+
+    own_queue = open_live(model_page.context.new_page(), f"{console.url}/approvals/")
+    own_queue.get_by_role("button", name="Approve rollback").click()
+    expect(own_queue.locator("#approvals .error")).to_contain_text(
+        "nobody approves or rejects their own"
+    )
+
+    queue = open_live(signed_in(browser, console, bob), f"{console.url}/approvals/")
+    queue.get_by_role("button", name="Approve rollback").click()
+
+    expect(model_page.locator("#swap-state-sleepy [data-served]")).to_have_attribute(
+        "data-served", "1", timeout=WAIT_MS
+    )
+    model_page.screenshot(path=SCREENSHOTS / "model-after-rollback.png", full_page=True)
+    assert answer(replica, "sleepy")["model_version"] == "1"
+
+
+def test_the_dashboard_reads_on_a_phone(browser, console, sleepy, alice):
+    page = open_live(signed_in(browser, console, alice, width=360), f"{console.url}/")
+    expect(page.locator("#pending-sleepy table")).to_be_visible(timeout=WAIT_MS)
+
+    page.screenshot(path=SCREENSHOTS / "dashboard-phone.png", full_page=True)
+    scroll_width = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll_width <= 360  # nothing forces sideways scrolling

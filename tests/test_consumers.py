@@ -1,0 +1,90 @@
+"""The console's websocket: who may connect, and what reaches them."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from hotswap_site.asgi import application
+from swaps import broadcast, swapping
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+def session_cookie(user) -> tuple[bytes, bytes]:
+    client = Client()
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+def communicator(path: str, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=[(b"host", b"localhost"), *headers])
+
+
+async def fragment_with(socket: WebsocketCommunicator, element_id: str) -> str:
+    """The first frame that carries `element_id` (live counts may come first)."""
+    while True:
+        frame = await socket.receive_from(timeout=10)
+        if f'id="{element_id}"' in frame:
+            return frame
+
+
+async def test_an_anonymous_websocket_is_refused(iris):
+    socket = communicator("/ws/dashboard/", ORIGIN)
+
+    connected, _ = await socket.connect()
+
+    assert connected is False
+
+
+async def test_a_signed_in_websocket_from_a_foreign_origin_is_refused(alice, iris):
+    cookie = await sync_to_async(session_cookie)(alice)
+    socket = communicator("/ws/dashboard/", (b"origin", b"https://evil.example"), cookie)
+
+    connected, _ = await socket.connect()
+
+    assert connected is False
+
+
+async def test_a_signed_in_websocket_is_accepted(alice, iris):
+    socket = communicator("/ws/models/iris/", ORIGIN, await sync_to_async(session_cookie)(alice))
+
+    connected, _ = await socket.connect()
+
+    assert connected is True
+    await socket.disconnect()
+
+
+async def test_the_model_socket_receives_the_swap_state_fragment_when_a_swap_changes(
+    alice, candidate_version
+):
+    socket = communicator("/ws/models/iris/", ORIGIN, await sync_to_async(session_cookie)(alice))
+    await socket.connect()
+
+    swap = await sync_to_async(swapping.start_swap)(
+        model="iris", from_version="1", to_version="2", user=alice, via="test"
+    )
+    await sync_to_async(broadcast.swap_changed)(swap)
+
+    frame = await fragment_with(socket, "swap-state-iris")
+    assert 'data-state="pending"' in frame
+    await socket.disconnect()
+
+
+async def test_the_dashboard_socket_receives_the_swap_state_fragment_when_a_swap_changes(
+    alice, candidate_version
+):
+    socket = communicator("/ws/dashboard/", ORIGIN, await sync_to_async(session_cookie)(alice))
+    await socket.connect()
+
+    swap = await sync_to_async(swapping.start_swap)(
+        model="iris", from_version="1", to_version="2", user=alice, via="test"
+    )
+    await sync_to_async(broadcast.swap_changed)(swap)
+
+    assert "Pending" in await fragment_with(socket, "swap-state-iris")
+    await socket.disconnect()

@@ -1,0 +1,233 @@
+"""The console's pages and forms: who gets in, what they see, and refusals shown in place."""
+
+from __future__ import annotations
+
+import pytest
+
+from swaps import rollbacks
+from swaps.models import RollbackRequest, ServedModel, Swap
+
+from .control_plane import client_for
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+SWAP = {"from_version": "1", "to_version": "2"}
+ROLLBACK = {"target_version": "1", "reason": "version 2 is wrong about setosa"}
+
+
+@pytest.fixture
+def approval_required(iris):
+    ServedModel.objects.filter(pk=iris.pk).update(rollback_requires_approval=True)
+
+
+@pytest.fixture
+def waiting_request(alice, served_before, approval_required) -> RollbackRequest:
+    return rollbacks.request_rollback(model="iris", **ROLLBACK, user=alice, via="test")
+
+
+# -- pages ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/models/iris/", "/approvals/"])
+def test_pages_send_anonymous_visitors_to_log_in(client, iris, path):
+    response = client.get(path)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+def test_the_dashboard_shows_each_model_with_the_version_it_serves(alice, iris):
+    page = client_for(alice).get("/").content.decode()
+
+    assert 'id="model-card-iris"' in page
+    assert 'data-served="1"' in page
+
+
+def test_the_dashboard_connects_to_the_dashboard_websocket(alice, iris):
+    page = client_for(alice).get("/").content.decode()
+
+    assert 'ws-connect="/ws/dashboard/"' in page
+
+
+def test_the_model_page_has_every_live_fragment(alice, iris):
+    page = client_for(alice).get("/models/iris/").content.decode()
+
+    for fragment in ("swap-state", "pending", "swap-form", "rollback", "history", "audit"):
+        assert f'id="{fragment}-iris"' in page
+
+
+def test_the_model_page_lists_every_version(alice, iris):
+    page = client_for(alice).get("/models/iris/").content.decode()
+
+    assert all(f'<th scope="row">{v}' in page for v in "123")
+
+
+def test_an_unknown_model_is_not_found(alice, db):
+    assert client_for(alice).get("/models/nope/").status_code == 404
+
+
+def test_the_approvals_queue_is_forbidden_without_the_approve_permission(alice, iris):
+    response = client_for(alice).get("/approvals/")
+
+    assert response.status_code == 403
+    assert "may not see the queue" in response.content.decode()
+
+
+def test_the_approvals_queue_shows_waiting_requests_to_an_approver(bob, waiting_request):
+    page = client_for(bob).get("/approvals/").content.decode()
+
+    assert f'id="approval-{waiting_request.pk}"' in page
+
+
+# -- swaps ------------------------------------------------------------------------------------
+
+
+def test_a_swap_from_the_form_is_accepted(alice, candidate_version):
+    response = client_for(alice).post("/models/iris/swap", SWAP, **HTMX)
+
+    assert response.status_code == 200
+    assert "accepted" in response.content.decode()
+    assert Swap.objects.get().state == "pending"
+
+
+def test_the_swap_answer_is_the_swap_form_fragment(alice, candidate_version):
+    response = client_for(alice).post("/models/iris/swap", SWAP, **HTMX)
+
+    assert response.content.decode().strip().startswith('<section id="swap-form-iris"')
+
+
+def test_a_swap_posted_without_script_redirects_to_the_model_page(alice, candidate_version):
+    response = client_for(alice).post("/models/iris/swap", SWAP)
+
+    assert (response.status_code, response["Location"]) == (302, "/models/iris/")
+
+
+def test_a_swap_without_permission_is_refused_in_the_form(mallory, candidate_version):
+    response = client_for(mallory).post("/models/iris/swap", SWAP, **HTMX)
+
+    assert response.status_code == 403
+    assert "may not start a swap" in response.content.decode()
+    assert not Swap.objects.exists()
+
+
+def test_a_swap_while_another_runs_is_a_conflict_shown_in_the_form(alice, candidate_version):
+    client_for(alice).post("/models/iris/swap", SWAP, **HTMX)
+
+    response = client_for(alice).post("/models/iris/swap", SWAP, **HTMX)
+
+    assert response.status_code == 409
+    assert 'id="swap-form-iris"' in response.content.decode()
+    assert "already running" in response.content.decode()
+
+
+def test_a_swap_from_a_version_no_longer_served_is_refused_in_the_form(alice, candidate_version):
+    response = client_for(alice).post("/models/iris/swap", {**SWAP, "from_version": "3"}, **HTMX)
+
+    assert response.status_code == 400
+    assert "serves version &#x27;1&#x27;, not &#x27;3&#x27;" in response.content.decode()
+
+
+def test_a_refused_swap_without_script_shows_the_whole_page_with_the_error(mallory, iris):
+    response = client_for(mallory).post("/models/iris/swap", SWAP)
+
+    page = response.content.decode()
+    assert response.status_code == 403
+    assert 'id="history-iris"' in page and "may not start a swap" in page
+
+
+def test_a_swap_from_an_ended_session_tells_htmx_to_go_to_the_login_page(client, iris):
+    response = client.post("/models/iris/swap", SWAP, **HTMX)
+
+    assert response.status_code == 401
+    assert response["HX-Redirect"].startswith("/accounts/login/")
+
+
+def test_a_swap_by_get_is_not_allowed(alice, iris):
+    assert client_for(alice).get("/models/iris/swap").status_code == 405
+
+
+# -- rollbacks --------------------------------------------------------------------------------
+
+
+def test_a_rollback_without_approval_flips_at_once(alice, served_before, engine):
+    response = client_for(alice).post("/models/iris/rollback", ROLLBACK, **HTMX)
+
+    assert response.status_code == 200
+    assert engine.route("iris") == "1"
+
+
+def test_a_gated_rollback_says_it_waits_for_approval(alice, served_before, approval_required):
+    response = client_for(alice).post("/models/iris/rollback", ROLLBACK, **HTMX)
+
+    assert "waits for another user&#x27;s approval" in response.content.decode()
+    assert RollbackRequest.objects.get().state == "pending"
+
+
+def test_a_rollback_without_a_reason_is_refused_in_the_rollback_form(alice, served_before):
+    response = client_for(alice).post("/models/iris/rollback", {"target_version": "1"}, **HTMX)
+
+    assert response.status_code == 400
+    assert 'id="rollback-iris"' in response.content.decode()
+    assert "say why" in response.content.decode()
+
+
+def test_a_rollback_without_permission_is_refused(mallory, served_before):
+    response = client_for(mallory).post("/models/iris/rollback", ROLLBACK, **HTMX)
+
+    assert response.status_code == 403
+    assert not RollbackRequest.objects.exists()
+
+
+def test_the_model_page_offers_a_rollback_to_each_version_served_before(alice, served_before):
+    page = client_for(alice).get("/models/iris/").content.decode()
+
+    assert 'name="target_version" value="1"' in page
+    assert 'name="target_version" value="3"' not in page
+
+
+# -- approvals --------------------------------------------------------------------------------
+
+
+def test_an_approver_approves_with_one_click(bob, waiting_request, engine):
+    response = client_for(bob).post(f"/rollbacks/{waiting_request.pk}/approve", **HTMX)
+
+    assert response.status_code == 200
+    assert engine.route("iris") == "1"
+
+
+def test_approving_your_own_request_is_refused_in_the_queue(alice, bob, served_before, engine):
+    ServedModel.objects.filter(name="iris").update(rollback_requires_approval=True)
+    own = rollbacks.request_rollback(model="iris", **ROLLBACK, user=bob, via="test")
+
+    response = client_for(bob).post(f"/rollbacks/{own.pk}/approve", **HTMX)
+
+    assert response.status_code == 403
+    assert 'id="approvals"' in response.content.decode()
+    assert "nobody approves or rejects their own" in response.content.decode()
+    assert engine.route("iris") == "2"
+
+
+def test_approving_without_the_permission_is_refused(alice, waiting_request):
+    response = client_for(alice).post(f"/rollbacks/{waiting_request.pk}/approve", **HTMX)
+
+    assert response.status_code == 403
+    assert "may not approve a rollback" in response.content.decode()
+
+
+def test_approving_an_unknown_request_is_not_found(bob, db):
+    assert client_for(bob).post("/rollbacks/999/approve", **HTMX).status_code == 404
+
+
+def test_a_rejection_leaves_the_route_alone(bob, waiting_request, engine):
+    response = client_for(bob).post(f"/rollbacks/{waiting_request.pk}/reject", **HTMX)
+
+    waiting_request.refresh_from_db()
+    assert response.status_code == 200
+    assert (waiting_request.state, engine.route("iris")) == ("rejected", "2")
+
+
+def test_a_decision_without_script_redirects_to_the_queue(bob, waiting_request):
+    response = client_for(bob).post(f"/rollbacks/{waiting_request.pk}/reject")
+
+    assert (response.status_code, response["Location"]) == (302, "/approvals/")
