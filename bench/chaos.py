@@ -239,7 +239,7 @@ class Chaos:
     def _wait_agreed(self) -> str:
         from tests.live import wait_agreed
 
-        return wait_agreed("iris", self.replicas, timeout=60)
+        return wait_agreed("iris", self.replicas, timeout=120)
 
     def check(self) -> list[tuple[bool, str]]:
         from swaps.models import AuditEntry, Swap

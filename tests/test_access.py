@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
@@ -252,3 +253,116 @@ def test_the_rq_dashboard_is_for_superusers_only(world, viewer):
     statuses = [client_for(u).get("/admin/django_rq/").status_code for u in (viewer, root)]
 
     assert statuses[1] == 200 and statuses[0] != 200
+
+
+# -- the console (pages, forms, websockets) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    method: str
+    path: str
+    right_user: str
+    body: dict | None = None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+CONSOLE = [
+    Page("GET", "/", "anyone"),
+    Page("GET", "/models/iris/", "anyone"),
+    Page("GET", "/approvals/", "bob"),
+    Page("POST", "/models/iris/swap", "alice", {"from_version": "2", "to_version": "3"}),
+    Page("POST", "/models/iris/rollback", "alice", {"target_version": "1", "reason": "x"}),
+    Page("POST", "/rollbacks/{request}/approve", "bob", {}),
+    Page("POST", "/rollbacks/{request}/reject", "bob", {}),
+]
+FORMS = [p for p in CONSOLE if p.method == "POST"]
+GUARDED = [p for p in CONSOLE if p.right_user != "anyone"]
+
+
+def visit(client: Client, page: Page, world: dict[str, int], **headers):
+    path = page.path.format(**world)
+    if page.method == "GET":
+        return client.get(path, **headers)
+    return client.post(path, page.body, **headers)
+
+
+@pytest.mark.parametrize("page", CONSOLE, ids=str)
+def test_anonymous_visitors_of_the_console_are_sent_to_log_in(page, world):
+    response = visit(Client(), page, world)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize("page", GUARDED, ids=str)
+def test_mallory_is_refused_by_the_console_with_403(page, world, mallory):
+    response = visit(client_for(mallory), page, world)
+
+    assert response.status_code == 403
+    assert b"permission" in response.content
+
+
+@pytest.mark.parametrize("page", CONSOLE, ids=str)
+def test_the_right_user_gets_through_the_console(page, world, alice, bob):
+    response = visit(client_for(user_named(page.right_user, alice, bob)), page, world)
+
+    assert response.status_code in (200, 302)
+    if response.status_code == 302:  # a form's redirect after success: back to its page
+        assert not response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.parametrize("page", FORMS, ids=str)
+def test_a_console_form_without_the_csrf_token_gets_403(page, world, alice, bob):
+    client = client_for(user_named(page.right_user, alice, bob), csrf_checks=True)
+
+    assert visit(client, page, world).status_code == 403
+
+
+@pytest.mark.parametrize("page", FORMS, ids=str)
+def test_a_console_form_with_the_csrf_token_gets_through(page, world, alice, bob):
+    client = client_for(user_named(page.right_user, alice, bob), csrf_checks=True)
+    client.get("/admin/login/")
+    token = client.cookies["csrftoken"].value
+
+    response = visit(client, page, world, HTTP_X_CSRFTOKEN=token)
+
+    assert response.status_code in (200, 302)
+
+
+def test_nobody_approves_their_own_request_in_the_console(world, bob):
+    own = rollbacks.request_rollback(
+        model="iris", target_version="1", reason="mine", user=bob, via="test"
+    )
+
+    response = client_for(bob).post(f"/rollbacks/{own.pk}/approve")
+
+    assert response.status_code == 403
+    assert rollbacks.OWN_REQUEST.encode() in response.content.replace(b"&#x27;", b"'")
+
+
+WEBSOCKETS = ["/ws/dashboard/", "/ws/models/iris/"]
+
+
+async def connects(path: str, user: User | None) -> bool:
+    from channels.testing import WebsocketCommunicator
+
+    from hotswap_site.asgi import application
+
+    headers = [(b"host", b"localhost"), (b"origin", b"http://localhost")]
+    if user is not None:
+        client = await sync_to_async(client_for)(user)
+        headers.append((b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode()))
+    socket = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await socket.connect()
+    if connected:
+        await socket.disconnect()
+    return connected
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", WEBSOCKETS)
+async def test_an_anonymous_websocket_is_refused(path, iris):
+    assert await connects(path, None) is False
