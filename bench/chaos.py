@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's code, whatever the virtualenv p
 REPLICAS = 3
 DOWN_SECONDS = (2.0, 6.0)  # how long a killed replica stays down
 PAUSE_SECONDS = (1.0, 2.5)  # between two chaos actions
-ACTIONS = {"swap": 4, "rollback": 3, "kill replica": 2, "kill worker": 1}
+ACTIONS = {"swap": 6, "rollback": 4, "kill replica": 2, "kill worker": 1}
 
 
 def configure(workdir: Path, namespace: str) -> None:
