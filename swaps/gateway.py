@@ -236,6 +236,8 @@ class Gateway:
                 raise HTTPError(503, NOT_READY)
             raise HTTPError(404, UNKNOWN_MODEL.format(model_id=model_id))
         if version is None:
+            if not self.backend.ready:  # e.g. just started: its routed version still loads
+                raise HTTPError(503, NOT_READY)
             raise HTTPError(503, NO_ACTIVE_VERSION.format(model_id=model_id))
         if version not in known:
             raise HTTPError(404, UNKNOWN_VERSION.format(model_id=model_id, version=version))

@@ -35,6 +35,7 @@ PENDING_GRACE = timedelta(seconds=30)
 WAITING = (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
 RUNNER_STOPPED = "recovered after its runner stopped ({why})"
+REDIS_EMPTY = "Redis had lost the fleet's state: routes and versions republished from the database"
 
 
 @dataclass
@@ -52,6 +53,14 @@ def sweep() -> SweepReport:
     except SwapError as exc:
         report.fleet_error = exc.message
         log.warning("sweep: the fleet cannot be reached: %s", exc.message)
+    if report.republished:
+        audit.audit(
+            actor="sweep",
+            via="worker",
+            action=audit.REPUBLISH,
+            outcome="accepted",
+            details={"reason": REDIS_EMPTY},
+        )
     running = list(Swap.objects.filter(state__in=Swap.RUNNING).select_related("served_model"))
     if not running:
         return report

@@ -166,7 +166,8 @@ def check_version_fields(**given: Any) -> dict[str, Any]:
         value = given[name]
         if not isinstance(value, str) or not _NAME.match(value):
             problems[name] = f"must be {NAME_HELP}"
-    if given["runtime"] not in RUNTIMES:
+    # Checked as strings first: a list or object is not hashable, and not a name either.
+    if not isinstance(given["runtime"], str) or given["runtime"] not in RUNTIMES:
         problems["runtime"] = f"must be one of {', '.join(RUNTIMES)}"
     artifact = given["artifact"]
     if not isinstance(artifact, str) or not artifact.strip() or len(artifact) > 1024:
@@ -183,7 +184,8 @@ def check_version_fields(**given: Any) -> dict[str, Any]:
         and all(type(d) is int and (d > 0 or d == -1) for d in shape)
     ):
         problems["expected_output_shape"] = "must be a list of sizes (-1 for any), e.g. [-1]"
-    if given["expected_output_dtype"] not in V2_TO_NUMPY:
+    dtype = given["expected_output_dtype"]
+    if not isinstance(dtype, str) or dtype not in V2_TO_NUMPY:
         problems["expected_output_dtype"] = "must be a V2 datatype, e.g. INT64 or FP32"
     limit = given["memory_limit_bytes"]
     if type(limit) is not int or limit <= 0:

@@ -11,11 +11,11 @@ import threading
 
 import pytest
 
-from swaps import fleet_state
 from swaps.demo_models import sleepy_spec
-from swaps.models import AuditEntry, ServedModel, Swap
+from swaps.models import ServedModel, Swap
 
 from .control_plane import client_for, post_json
+from .live import audit_trail, finished, pending, route
 from .live_fleet import answer, serve
 from .processes import wait_until
 from .workers import start_worker
@@ -35,36 +35,6 @@ def iris(replica, iris_specs, db) -> ServedModel:
 @pytest.fixture
 def sleepy(replica, db) -> ServedModel:
     return serve("sleepy", [sleepy_spec(version="1"), sleepy_spec(version="2")], replica)
-
-
-def finished(swap_id: int, worker, timeout: float = 90.0) -> Swap:
-    def final() -> Swap | None:
-        swap = Swap.objects.get(pk=swap_id)
-        return None if swap.is_running else swap
-
-    try:
-        return wait_until(final, timeout=timeout, what=f"swap {swap_id} to finish")
-    except TimeoutError:
-        raise AssertionError(f"worker log:\n{worker.log()}") from None
-
-
-def route(model: str) -> str | None:
-    async def active(engine):
-        return await engine.router.active(model)
-
-    return fleet_state.run(active)
-
-
-def pending(model: str, version: str) -> int:
-    async def count(engine):
-        return await engine.inflight.pending(model, version)
-
-    return fleet_state.run(count)
-
-
-def audit_trail(model: str) -> list[tuple[str, str, str]]:
-    entries = AuditEntry.objects.filter(model=model).order_by("id")
-    return [(e.actor, e.action, e.outcome) for e in entries]
 
 
 def test_a_swap_goes_from_the_api_to_completed_through_a_real_worker(alice, iris, replica, worker):

@@ -1,0 +1,118 @@
+"""SIGKILL the RQ worker (and the work horse running the job) mid-swap and mid-rollback.
+
+Mid-swap: the target version takes seconds to load, so the worker dies while the
+swap is Swapping, before the route flipped. Mid-rollback: the rollback flipped the
+route in the web process, and the worker dies while its job drains the left version.
+Either way the next worker to start (its sweep) takes the operation over.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from swaps import leases
+from swaps.demo_models import sleepy_spec
+from swaps.models import ServedModel, Swap
+from tests.control_plane import client_for, post_json
+from tests.live import (
+    Held,
+    Traffic,
+    api_swap,
+    audit_trail,
+    finished,
+    pending,
+    reaches,
+    serve,
+    settled,
+)
+from tests.processes import wait_until
+
+from .slow import LOAD_SECONDS_VARIABLE, slow_spec
+
+pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+
+HELD_SECONDS = 5.0
+
+
+@pytest.fixture
+def slow_sleepy(replicas, db) -> ServedModel:
+    """sleepy 1 serving; version 2 takes 5 s to load on a replica."""
+    return serve("sleepy", [sleepy_spec(version="1"), slow_spec(version="2")], replicas)
+
+
+@pytest.fixture
+def replicas(start_fleet, monkeypatch):
+    monkeypatch.setenv(LOAD_SECONDS_VARIABLE, "5")
+    return start_fleet(1)
+
+
+def state(swap_id: int) -> str:
+    return Swap.objects.get(pk=swap_id).state
+
+
+def test_a_worker_killed_mid_swap_fails_the_swap_with_routing_untouched(
+    alice, slow_sleepy, replicas, worker, start_workers
+):
+    with Traffic(replicas, model="sleepy") as traffic:
+        swap_id = api_swap(alice, "sleepy", "1", "2")
+        reaches(swap_id, "swapping")
+        worker.kill_with_its_work_horse()
+        killed_while = state(swap_id)
+
+        successor = start_workers("successor")
+        version = settled("sleepy", replicas, successor)
+
+    swap = Swap.objects.get(pk=swap_id)
+    assert killed_while == "swapping"
+    assert traffic.failures() == {}
+    assert swap.state == "failed"
+    # The engine's words or the recovery's, depending on when the worker died: both say it.
+    assert "version 1 still serves model 'sleepy'" in swap.message
+    assert version == "1"
+    assert audit_trail("sleepy") == [
+        ("alice", "start_swap", "accepted"),
+        ("sweep", "recover", "accepted"),
+        ("alice", "finish", "failed"),
+    ]
+
+
+@pytest.fixture
+def swapped_sleepy(alice, sleepy, worker) -> ServedModel:
+    """sleepy swapped from 1 to 2 through the worker: 1 is a rollback target now."""
+    assert finished(api_swap(alice, "sleepy", "1", "2"), worker).state == "completed"
+    return sleepy
+
+
+def test_a_worker_killed_mid_rollback_is_completed_by_the_next_worker(
+    alice, swapped_sleepy, replicas, worker, start_workers
+):
+    (replica,) = replicas
+    assert settled("sleepy", replicas, worker) == "2"
+    held = Held(replica, seconds=HELD_SECONDS)
+    wait_until(lambda: pending("sleepy", "2") == 1, timeout=30, what="a request in flight")
+
+    with Traffic(replicas, model="sleepy") as traffic:
+        rollback = post_json(
+            client_for(alice),
+            "/api/models/sleepy/rollbacks",
+            {"target_version": "1", "reason": "version 2 answers wrong"},
+        ).json()
+        swap_id = rollback["swap"]["id"]
+        wait_until(lambda: leases.leased_swaps([swap_id]), timeout=60, what="the drain job to run")
+        worker.kill_with_its_work_horse()
+        killed_while = state(swap_id)
+
+        successor = start_workers("successor")
+        version = settled("sleepy", replicas, successor)
+
+    swap = Swap.objects.get(pk=swap_id)
+    assert killed_while == "draining"
+    assert traffic.failures() == {}
+    assert held.outcome()["model_version"] == "2"
+    assert (swap.state, swap.requests_remaining) == ("completed", 0)
+    assert version == "1"
+    assert audit_trail("sleepy")[2:] == [
+        ("alice", "request_rollback", "accepted"),
+        ("sweep", "recover", "accepted"),
+        ("alice", "finish", "completed"),
+    ]
