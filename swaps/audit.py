@@ -51,15 +51,27 @@ def audit(
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
     return AuditEntry.objects.create(
-        actor=actor_name(actor)[:150],
+        actor=_storable(actor_name(actor))[:150],
         via=via,
         action=action,
-        outcome=outcome,
-        model=str(model)[:64],
-        from_version=str(from_version or "")[:64],
-        to_version=str(to_version or "")[:64],
-        details=details or {},
+        outcome=_storable(outcome),
+        model=_storable(str(model))[:64],
+        from_version=_storable(str(from_version or ""))[:64],
+        to_version=_storable(str(to_version or ""))[:64],
+        details=_storable(details or {}),
     )
+
+
+def _storable(value: Any) -> Any:
+    """Drop NUL characters from text a client sent: PostgreSQL refuses them in text and
+    JSON, and a refused attempt must still leave its audit row."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
 
 
 @dataclass

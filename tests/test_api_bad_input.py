@@ -127,3 +127,12 @@ def test_json_nested_too_deep_to_parse_gets_400(alice, iris):
 
     assert response.status_code == 400
     assert json.loads(response.content)["error"].startswith("the request body is not valid")
+
+
+def test_a_field_name_with_a_nul_character_gets_400_and_its_audit_row(alice, iris):
+    # PostgreSQL refuses NUL in text and JSON; the refusal must still be recorded.
+    client = client_for(alice)
+    response = post_json(client, "/api/models/iris/versions", {"bad\u0000field": 1})
+
+    assert response.status_code == 400
+    assert AuditEntry.objects.filter(outcome__startswith="refused").exists()
