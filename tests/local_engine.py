@@ -49,14 +49,7 @@ class LocalEngine:
     def swapper(
         self, *, policy: SwapPolicy | None = None, on_change: Observer | None = None
     ) -> ModelHotSwapper:
-        return ModelHotSwapper(
-            versions=self.versions,
-            router=self.router,
-            inflight=self.inflight,
-            board=self.board,
-            policy=policy,
-            on_change=on_change,
-        )
+        return ModelHotSwapper.over(self, policy=policy, on_change=on_change)
 
     @contextlib.asynccontextmanager
     async def open(self) -> AsyncIterator[LocalEngine]:

@@ -250,14 +250,7 @@ class Fleet:
     def swapper(
         self, *, policy: SwapPolicy | None = None, on_change: Observer | None = None
     ) -> ModelHotSwapper:
-        return ModelHotSwapper(
-            versions=self.versions,
-            router=self.router,
-            inflight=self.inflight,
-            board=self.board,
-            policy=policy,
-            on_change=on_change,
-        )
+        return ModelHotSwapper.over(self, policy=policy, on_change=on_change)
 
     @unavailable_as_error
     async def publish_spec(self, spec: VersionSpec) -> None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from . import errors
 from .errors import (
@@ -73,6 +74,21 @@ class ModelHotSwapper:
         self.policy = policy or SwapPolicy()
         self._on_change = on_change
         self._clock = clock
+
+    @classmethod
+    def over(
+        cls, ports: Any, *, policy: SwapPolicy | None = None, on_change: Observer | None = None
+    ) -> ModelHotSwapper:
+        """A swapper over anything holding the four ports as .versions .router .inflight
+        .board: the in-process stack, the Redis fleet, the control plane's test engine."""
+        return cls(
+            versions=ports.versions,
+            router=ports.router,
+            inflight=ports.inflight,
+            board=ports.board,
+            policy=policy,
+            on_change=on_change,
+        )
 
     # -- the seed's contract ---------------------------------------------------------
 

@@ -28,14 +28,7 @@ class LocalStack:
         self.dispatcher = Dispatcher(
             router=self.router, inflight=self.inflight, versions=self.versions
         )
-        self.swapper = ModelHotSwapper(
-            versions=self.versions,
-            router=self.router,
-            inflight=self.inflight,
-            board=self.board,
-            policy=self.policy,
-            on_change=self.on_change,
-        )
+        self.swapper = ModelHotSwapper.over(self, policy=self.policy, on_change=self.on_change)
 
     def in_use(self, model_id: str, version: str) -> bool:
         return (
