@@ -19,6 +19,7 @@ from swaps import swapping
 from swaps.models import Swap
 
 _NOT_ID = re.compile(r"[^A-Za-z0-9_-]")
+DRAIN = "drain"
 
 
 def run_swap(swap_id: int) -> str:
@@ -27,8 +28,11 @@ def run_swap(swap_id: int) -> str:
 
 
 def drain_rollback(swap_id: int) -> str:
-    """The second half of a rollback whose route already flipped: drain, complete."""
-    return swapping.resume_swap(swap_id=swap_id).state
+    """The second half of a rollback whose route already flipped: drain, complete.
+
+    The flip handed the swap's lease to this job (by its id) before queueing it.
+    """
+    return swapping.resume_swap(swap_id=swap_id, takes_over=job_id(DRAIN, swap_id)).state
 
 
 def recover_swap(swap_id: int, reason: str) -> str:
@@ -56,7 +60,7 @@ def enqueue_swap(swap: Swap) -> Job | None:
 
 
 def enqueue_drain(swap_id: int) -> Job | None:
-    rq_job_id = job_id("drain", swap_id)
+    rq_job_id = job_id(DRAIN, swap_id)
     Swap.objects.filter(pk=swap_id).update(rq_job_id=rq_job_id)
     return queue().enqueue(drain_rollback, swap_id, job_id=rq_job_id)
 

@@ -5,6 +5,11 @@ rollback, the job that drains it, a recovery job) holds the swap's lease and ren
 while it works. A lease that lapses means its runner died, on any host: that is what
 the recovery sweep looks for. Taking a lease is exclusive (SET NX), so two runners never
 drive one operation.
+
+A runner may hand its lease over to the job that carries the operation on (a
+rollback's request flips the route, its drain job drains): the lease never lapses in
+between, so the sweep never mistakes the hand-over for a dead runner, and the job
+never finds the lease still held by the runner that queued it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,21 @@ LEASE_HELD = "swap {swap_id} is already being run by {holder}"
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+# Take the lease if it is free, or if it was handed over to the one taking it.
+TAKE = """
+local held = redis.call('GET', KEYS[1])
+if held == false or held == ARGV[2] then
+  return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+end
+return false
+"""
+# Hand the lease over only while it is still ours.
+HAND_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return false
 """
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -63,28 +83,78 @@ def leased_swaps(swap_ids: list[int]) -> set[int]:
     return {swap_id for swap_id, value in zip(swap_ids, values, strict=True) if value}
 
 
-@contextlib.asynccontextmanager
-async def hold(swap_id: int, *, ttl: float | None = None) -> AsyncIterator[None]:
-    """Hold the swap's lease for the block, renewing it; raise LeaseHeld if taken."""
-    ttl = settings.HOTSWAP_LEASE_TTL if ttl is None else ttl
-    key, me, ttl_ms = lease_key(swap_id), holder_name(), max(int(ttl * 1000), 1)
-    client = AsyncRedis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
+def handed_over_to(runner: str) -> str:
+    """The lease's value while it waits for `runner` (a job id) to take it."""
+    return f"handed over to {runner}"
+
+
+class Lease:
+    """A held lease: renewed while its runner works, released (or handed over) at the end."""
+
+    def __init__(self, client: AsyncRedis, swap_id: int, ttl_ms: int) -> None:
+        self.swap_id = swap_id
+        self._client, self._key, self._me = client, lease_key(swap_id), holder_name()
+        self._ttl_ms = ttl_ms
+        self._renewer: asyncio.Task | None = None
+
+    async def take(self, *, takes_over: str | None) -> None:
+        handed = handed_over_to(takes_over) if takes_over else ""
         try:
-            if not await client.set(key, me, nx=True, px=ttl_ms):
-                holder = await client.get(key)
-                raise LeaseHeld(LEASE_HELD.format(swap_id=swap_id, holder=_text(holder)))
+            if not await self._client.eval(TAKE, 1, self._key, self._me, handed, self._ttl_ms):
+                holder = _text(await self._client.get(self._key))
+                raise LeaseHeld(LEASE_HELD.format(swap_id=self.swap_id, holder=holder))
         except REDIS_DOWN as exc:
             raise FleetUnavailable(UNREACHABLE.format(error=exc)) from exc
-        renewer = asyncio.create_task(_renew(client, key, me, ttl_ms))
+        self._renewer = asyncio.create_task(_renew(self._client, self._key, self._me, self._ttl_ms))
+
+    async def hand_over(self, runner: str) -> None:
+        """Pass the lease to `runner`, which takes it with `hold(..., takes_over=runner)`.
+
+        Until it does, the lease lives its full TTL: a runner that never comes lets it
+        lapse, and the sweep takes over. If Redis cannot be told, the lease stays ours
+        and is released at the end of `hold` as usual: the runner then takes it afresh.
+        """
+        await self._stop_renewing()
         try:
-            yield
-        finally:
-            renewer.cancel()
+            handed = await self._client.eval(
+                HAND_OVER, 1, self._key, self._me, handed_over_to(runner), self._ttl_ms
+            )
+        except REDIS_DOWN as exc:
+            log.warning("could not hand lease %s over to %s: %s", self._key, runner, exc)
+            return
+        if not handed:
+            log.error("lease %s was lost before it could be handed over", self._key)
+
+    async def release(self) -> None:
+        await self._stop_renewing()
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._client.eval(RELEASE, 1, self._key, self._me)
+
+    async def _stop_renewing(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(*REDIS_DOWN):
-                await client.eval(RELEASE, 1, key, me)
+                await self._renewer
+            self._renewer = None
+
+
+@contextlib.asynccontextmanager
+async def hold(
+    swap_id: int, *, ttl: float | None = None, takes_over: str | None = None
+) -> AsyncIterator[Lease]:
+    """Hold the swap's lease for the block, renewing it; raise LeaseHeld if taken.
+
+    `takes_over` names this runner (its job id) when the lease may have been handed to it.
+    """
+    ttl = settings.HOTSWAP_LEASE_TTL if ttl is None else ttl
+    client = AsyncRedis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    lease = Lease(client, swap_id, max(int(ttl * 1000), 1))
+    try:
+        await lease.take(takes_over=takes_over)
+        try:
+            yield lease
+        finally:
+            await lease.release()  # a no-op once handed over: the lease is no longer ours
     finally:
         await client.aclose()
 

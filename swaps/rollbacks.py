@@ -12,6 +12,7 @@ request changes nothing.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,12 +20,22 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from swaps import audit, fleet_state, jobs, leases, notify, permissions
+from swaps import audit, fleet_state, jobs, notify, permissions
 from swaps.engine.errors import SwapError
+from swaps.engine.fleet_keys import REDIS_DOWN
 from swaps.models import ModelVersion, RollbackRequest, ServedModel, Swap
 from swaps.refusals import Conflict, Forbidden, NotFound, invalid_fields
 from swaps.registry import get_model
-from swaps.swapping import UNKNOWN_VERSION, claim, create_operation, running, settle
+from swaps.swapping import (
+    UNKNOWN_VERSION,
+    claim,
+    create_operation,
+    load_swap,
+    run_operation,
+    running,
+)
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_REQUEST = "rollback request {request_id} does not exist"
 OWN_REQUEST = "nobody approves or rejects their own rollback request: ask another approver"
@@ -130,30 +141,35 @@ def flip_rollback(*, swap_id: int) -> Swap:
     model_id, target = swap.served_model.name, swap.to_version.version
     specs = fleet_state.specs_of([swap.from_version, swap.to_version])
 
-    async def operation(engine: fleet_state.Engine) -> Any:
-        async with running(swap_id, engine) as (swapper, recorder):
+    async def operation(engine: fleet_state.Engine) -> Swap:
+        async with running(swap_id, engine) as run:
             if not await sync_to_async(claim)(swap_id=swap_id, message="flipping the route"):
-                return None
-            await fleet_state.ensure_specs(engine, specs)
-            result = await swapper.rollback_version(model_id, target, wait_for_drain=False)
-            if result.success:
-                # The drain job starts from the record: it must say Draining first. And
-                # it is queued while the lease is still ours, so the sweep never sees
-                # the drain without a runner.
-                await recorder.flush()
-                await sync_to_async(jobs.enqueue_drain)(swap_id)
-            return result
+                return await sync_to_async(load_swap)(swap_id)
+            try:
+                await fleet_state.ensure_specs(engine, specs)
+                result = await run.swapper.rollback_version(model_id, target, wait_for_drain=False)
+            except SwapError as exc:
+                return await run.settle(state=Swap.State.FAILED, message=exc.message)
+            if not result.success:
+                return await run.settle(state=Swap.State.FAILED, message=result.message)
+            # The drain job starts from the record, which must say Draining first. The
+            # lease goes to the drain job before the job exists: the sweep never sees the
+            # drain without a runner, and the job never finds the lease still ours.
+            await run.recorder.flush()
+            drain = jobs.job_id(jobs.DRAIN, swap_id)
+            await run.lease.hand_over(drain)
+            await sync_to_async(_queue_drain)(swap_id)
+            return await sync_to_async(load_swap)(swap_id)
 
+    return run_operation(swap_id, operation)
+
+
+def _queue_drain(swap_id: int) -> None:
+    """Queue the drain; if Redis refuses, the lease lapses and the sweep drains instead."""
     try:
-        result = fleet_state.run(operation)
-    except leases.LeaseHeld:
-        result = None
-    except SwapError as exc:
-        return settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
-    if result is not None and not result.success:
-        return settle(swap_id=swap_id, state=Swap.State.FAILED, message=result.message)
-    swap.refresh_from_db()
-    return swap
+        jobs.enqueue_drain(swap_id)
+    except REDIS_DOWN as exc:
+        log.warning("swap %s: could not queue its drain (%s): the sweep will", swap_id, exc)
 
 
 def get_request(request_id: int) -> RollbackRequest:

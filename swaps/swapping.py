@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -193,7 +194,7 @@ def run_swap(*, swap_id: int) -> Swap:
 
     Idempotent: a retry of a job whose swap already left Pending does nothing.
     """
-    swap = _load(swap_id)
+    swap = load_swap(swap_id)
     if swap.state != Swap.State.PENDING:
         return swap
     model_id = swap.served_model.name
@@ -201,63 +202,74 @@ def run_swap(*, swap_id: int) -> Swap:
     target = swap.to_version.version
     specs = fleet_state.specs_of([swap.from_version, swap.to_version])
 
-    async def operation(engine: fleet_state.Engine) -> Any:
-        async with running(swap_id, engine) as (swapper, _):
+    async def operation(engine: fleet_state.Engine) -> Swap:
+        async with running(swap_id, engine) as run:
             if not await sync_to_async(claim)(swap_id=swap_id, message="started by a worker"):
-                return None
-            await fleet_state.ensure_specs(engine, specs)
-            if source is None:
-                return await swapper.deploy(model_id, target)
-            return await swapper.swap_version(model_id, source, target)
+                return await sync_to_async(load_swap)(swap_id)
+            try:
+                await fleet_state.ensure_specs(engine, specs)
+                if source is None:
+                    result = await run.swapper.deploy(model_id, target)
+                else:
+                    result = await run.swapper.swap_version(model_id, source, target)
+            except SwapError as exc:
+                return await run.settle(state=Swap.State.FAILED, message=exc.message)
+            return await run.settle(
+                state=Swap.State.COMPLETED if result.success else Swap.State.FAILED,
+                message=result.message,
+                requests_drained=result.requests_drained if result.success else None,
+            )
 
-    try:
-        result = fleet_state.run(operation)
-    except leases.LeaseHeld:
-        return _load(swap_id)
-    except SwapError as exc:
-        return settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
-    if result is None:
-        return _load(swap_id)
-    return settle(
-        swap_id=swap_id,
-        state=Swap.State.COMPLETED if result.success else Swap.State.FAILED,
-        message=result.message,
-        requests_drained=result.requests_drained if result.success else None,
-    )
+    return run_operation(swap_id, operation)
 
 
-def resume_swap(*, swap_id: int, reason: str = "") -> Swap:
+def resume_swap(*, swap_id: int, reason: str = "", takes_over: str | None = None) -> Swap:
     """Carry an operation whose runner stopped (or a rollback's drain) to its end.
 
     The engine's `resume` drains and completes what was Draining, and completes or
     fails what was Swapping by whether the route flipped. Then the database is made to
     match the fleet: the record final, the model's active version the routed one.
     `reason` is set when this is a recovery: it is noted among the record's transitions.
+    `takes_over` is the job id of a rollback's drain, to which the flip hands its lease.
     """
-    swap = _load(swap_id)
+    swap = load_swap(swap_id)
     if not swap.is_running:
         return swap
     model_id = swap.served_model.name
     if reason:
         note(swap=swap, message=reason)
 
-    async def operation(engine: fleet_state.Engine) -> tuple[SwapStatus, str | None]:
-        async with running(swap_id, engine) as (swapper, _):
-            status = await swapper.resume(model_id)
-            return status, await engine.router.active(model_id)
+    async def operation(engine: fleet_state.Engine) -> Swap:
+        async with running(swap_id, engine, takes_over=takes_over) as run:
+            try:
+                status = await run.swapper.resume(model_id)
+                route = await engine.router.active(model_id)
+            except SwapError as exc:
+                return await run.settle(state=Swap.State.FAILED, message=exc.message)
+            await run.recorder.flush()
+            return await sync_to_async(reconcile)(
+                swap_id=swap_id, status=status, route=route, reason=reason
+            )
 
+    return run_operation(swap_id, operation)
+
+
+Operation = Callable[[fleet_state.Engine], Awaitable[Swap]]
+
+
+def run_operation(swap_id: int, operation: Operation) -> Swap:
+    """Run a runner's operation; the record as it stands if another runner has it."""
     try:
-        status, route = fleet_state.run(operation)
+        return fleet_state.run(operation)
     except leases.LeaseHeld:
-        return _load(swap_id)
-    except SwapError as exc:
+        return load_swap(swap_id)
+    except SwapError as exc:  # the lease or the fleet could not be reached: nothing ran
         return settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
-    return reconcile(swap_id=swap_id, status=status, route=route, reason=reason)
 
 
 def reconcile(*, swap_id: int, status: SwapStatus, route: str | None, reason: str) -> Swap:
     """Make the record and the model's active version match what the fleet did."""
-    swap = _load(swap_id)
+    swap = load_swap(swap_id)
     target = swap.to_version.version
     if swap.is_running:
         if swap.state == Swap.State.PENDING and route != target:
@@ -312,7 +324,7 @@ def claim(*, swap_id: int, message: str) -> bool:
             SwapTransition.objects.create(
                 swap_id=swap_id, state=Swap.State.SWAPPING, message=message, at=now
             )
-            notify.swap_changed(_load(swap_id))
+            notify.swap_changed(load_swap(swap_id))
     return bool(claimed)
 
 
@@ -359,15 +371,32 @@ class Recorder:
             log.exception("could not record %s of swap %s", status.state, self.swap_id)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One runner's hold on an operation: the swapper, its recorder and the lease."""
+
+    swap_id: int
+    swapper: ModelHotSwapper
+    recorder: Recorder
+    lease: leases.Lease
+
+    async def settle(self, **outcome: Any) -> Swap:
+        """Record the final state while the lease is still held: the sweep must never
+        see a running record whose runner is gone when it has only not written yet."""
+        await self.recorder.flush()
+        return await sync_to_async(settle)(swap_id=self.swap_id, **outcome)
+
+
 @contextlib.asynccontextmanager
 async def running(
-    swap_id: int, engine: fleet_state.Engine
-) -> AsyncIterator[tuple[ModelHotSwapper, Recorder]]:
+    swap_id: int, engine: fleet_state.Engine, *, takes_over: str | None = None
+) -> AsyncIterator[Run]:
     """Hold the swap's lease; hand out a swapper whose every transition is recorded."""
-    async with leases.hold(swap_id):
+    async with leases.hold(swap_id, takes_over=takes_over) as lease:
         recorder = Recorder(swap_id, engine.inflight)
+        swapper = engine.swapper(policy=fleet_state.policy(), on_change=recorder)
         try:
-            yield engine.swapper(policy=fleet_state.policy(), on_change=recorder), recorder
+            yield Run(swap_id, swapper, recorder, lease)
         finally:
             await recorder.flush()
 
@@ -396,7 +425,7 @@ def record_transition(
     with transaction.atomic():
         if not Swap.objects.filter(pk=swap_id, state__in=Swap.RUNNING).update(**changes):
             return None  # a late report: recovery or the job settled it already
-        swap = _load(swap_id)
+        swap = load_swap(swap_id)
         SwapTransition.objects.create(
             swap=swap,
             state=state,
@@ -427,7 +456,7 @@ def settle(
         changes["requests_drained"] = requests_drained
     with transaction.atomic():
         if Swap.objects.filter(pk=swap_id, state__in=Swap.RUNNING).update(**changes):
-            swap = _load(swap_id)
+            swap = load_swap(swap_id)
             SwapTransition.objects.create(
                 swap=swap,
                 state=state,
@@ -441,7 +470,7 @@ def settle(
             Swap.objects.filter(pk=swap_id, requests_drained__isnull=True).update(
                 requests_drained=requests_drained
             )
-    return _load(swap_id)
+    return load_swap(swap_id)
 
 
 def mark_active(*, served: ServedModel, version: str) -> None:
@@ -493,7 +522,7 @@ def live_status(*, model: str) -> SwapStatus:
     return fleet_state.run(operation)
 
 
-def _load(swap_id: int) -> Swap:
+def load_swap(swap_id: int) -> Swap:
     return Swap.objects.select_related(
         "served_model", "from_version", "to_version", "requested_by"
     ).get(pk=swap_id)

@@ -36,3 +36,39 @@ def test_a_second_runner_is_refused_the_lease(control_plane):
 
 def test_a_lease_lives_under_the_namespace(control_plane):
     assert leases.lease_key(7) == f"{control_plane}:lease:swap:7"
+
+
+async def hand_over(swap_id: int, runner: str) -> None:
+    async with leases.hold(swap_id) as lease:
+        await lease.hand_over(runner)
+
+
+async def taken_over(swap_id: int, runner: str) -> set[int]:
+    await hand_over(swap_id, runner)
+    async with leases.hold(swap_id, takes_over=runner):
+        return leases.leased_swaps([swap_id])
+
+
+def test_a_handed_over_lease_outlives_the_runner_that_handed_it(control_plane):
+    async_to_sync(hand_over)(7, "drain-7")
+
+    assert leases.leased_swaps([7]) == {7}
+
+
+def test_the_runner_a_lease_was_handed_to_takes_it(control_plane):
+    assert async_to_sync(taken_over)(7, "drain-7") == {7}
+
+
+def test_the_runner_a_lease_was_handed_to_lets_it_go_when_it_finishes(control_plane):
+    async_to_sync(taken_over)(7, "drain-7")
+
+    assert leases.leased_swaps([7]) == set()
+
+
+def test_a_handed_over_lease_is_refused_to_any_other_runner(control_plane):
+    async_to_sync(hand_over)(7, "drain-7")
+
+    with pytest.raises(
+        leases.LeaseHeld, match="swap 7 is already being run by handed over to drain-7"
+    ):
+        async_to_sync(taken_over)(7, "recover-7")

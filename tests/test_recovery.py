@@ -22,15 +22,34 @@ def lose_job(swap: Swap) -> None:
     jobs.queue().fetch_job(swap.rq_job_id).delete()
 
 
+def lapse_lease(swap: Swap) -> None:
+    """Its lease ran out (as it does HOTSWAP_LEASE_TTL after its holder stopped renewing)."""
+    with leases.sync_client() as client:
+        client.delete(leases.lease_key(swap.pk))
+
+
 @pytest.fixture
 def orphaned_drain(alice, served_before) -> Swap:
-    """A rollback that flipped to version 1 and whose drain job never ran (lost)."""
+    """A rollback that flipped to version 1 and whose drain job never ran (lost); the
+    lease the flip handed to that job has lapsed."""
     rollback = rollbacks.request_rollback(
         model="iris", target_version="1", reason="bad", user=alice, via="test"
     )
     assert rollback.swap.state == "draining"
     lose_job(rollback.swap)
+    lapse_lease(rollback.swap)
     return rollback.swap
+
+
+def test_a_drain_whose_job_was_lost_is_left_alone_while_the_handed_over_lease_lives(
+    alice, served_before
+):
+    rollback = rollbacks.request_rollback(
+        model="iris", target_version="1", reason="bad", user=alice, via="test"
+    )
+    lose_job(rollback.swap)
+
+    assert recovery.sweep().recovering == []
 
 
 @pytest.fixture

@@ -59,6 +59,25 @@ def test_the_drain_job_completes_the_rollback(alice, served_before):
     assert rollback.swap.state == "completed"
 
 
+def test_a_drain_job_that_starts_before_the_request_returns_completes_the_rollback(
+    alice, served_before, monkeypatch
+):
+    # A worker may start the drain job the moment it is queued, while the request that
+    # flipped the route is still on its way out.
+    queue_drain = jobs.enqueue_drain
+
+    def queued_and_started_at_once(swap_id: int) -> None:
+        queue_drain(swap_id)
+        jobs.drain_rollback(swap_id)
+
+    monkeypatch.setattr(jobs, "enqueue_drain", queued_and_started_at_once)
+
+    rollback = request(alice)
+
+    rollback.swap.refresh_from_db()
+    assert rollback.swap.state == "completed"
+
+
 def test_a_rollback_without_approval_needs_no_second_user(alice, served_before):
     rollback = request(alice)
 
