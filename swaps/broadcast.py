@@ -23,6 +23,7 @@ from django.template.loader import render_to_string
 
 from swaps import console
 from swaps.models import RollbackRequest, Swap
+from swaps.refusals import NotFound
 from swaps.registry import get_model
 
 DASHBOARD = "dashboard"
@@ -44,9 +45,10 @@ def swap_changed(swap: Swap) -> None:
     """A swap, rollback or deploy changed: its model's state, history and audit log."""
     served = get_model(swap.served_model.name)
     group = model_group(served.name)
-    # The state is what an operator watches: it goes out before the rest is rendered.
+    # The state is what an operator watches: it goes out before the rest is rendered,
+    # and the counts follow it at once (they are the publisher's to send: wake it).
     state = fragment("swap-state", console.state_context(served))
-    send_many([(DASHBOARD, [state]), (group, [state])])
+    send_many([(DASHBOARD, [state]), (group, [state])], wake_counts=True)
     dashboard = [fragment("latest-swaps", console.latest_swaps_context())]
     if swap.kind == Swap.Kind.ROLLBACK:  # an approved request left the queue
         dashboard.append(fragment("approvals", console.approvals_context()))
@@ -79,14 +81,39 @@ def send(group: str, *fragments: str) -> None:
     async_to_sync(asend)(group, *fragments)
 
 
-def send_many(messages: list[tuple[str, list[str]]]) -> None:
-    """Several groups' fragments in one hop to the channel layer."""
+def send_many(messages: list[tuple[str, list[str]]], *, wake_counts: bool = False) -> None:
+    """Several groups' fragments in one hop to the channel layer; then, if asked, wake
+    the live-counts publisher of every console process that has watchers in them."""
 
     async def push() -> None:
+        layer = get_channel_layer()
         for group, fragments in messages:
             await asend(group, *fragments)
+        if wake_counts:
+            for group, _ in messages:
+                await layer.group_send(group, {"type": "counts.wake"})
 
     async_to_sync(push)()
+
+
+def snapshot(model: str | None) -> str:
+    """What a page just (re)connected shows live, as it stands now: the fragments sent
+    while it was not connected are not replayed, so a page never shows a stale state.
+    `model` is None for the dashboard; "" for a model that does not exist."""
+    if model is None:
+        context = console.dashboard_context()
+        return "".join(
+            [
+                *(fragment("swap-state", card) for card in context["cards"]),
+                fragment("latest-swaps", context),
+                fragment("approvals", context),
+            ]
+        )
+    try:
+        served = get_model(model)
+    except NotFound:
+        return ""
+    return fragment("swap-state", console.state_context(served)) + "".join(_model_fragments(served))
 
 
 async def asend(group: str, *fragments: str) -> None:
@@ -95,6 +122,7 @@ async def asend(group: str, *fragments: str) -> None:
 
 def _model_fragments(served: Any) -> list[str]:
     return [
+        fragment("versions", console.versions_context(served)),
         fragment("history", console.history_context(served)),
         fragment("audit", console.audit_context(served)),
         fragment("rollback", console.rollback_context(served)),

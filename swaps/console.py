@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
+from swaps import fleet_reports
 from swaps.models import AuditEntry, RollbackRequest, ServedModel, Swap, SwapTransition
 from swaps.registry import get_model
 
@@ -75,9 +76,12 @@ def rollback_context(served: ServedModel) -> dict[str, Any]:
     return {"model": served, "rollback_targets": list(targets), "model_waiting": list(waiting)}
 
 
-def version_rows(served: ServedModel, health: dict[str, list[Any]]) -> list[tuple[Any, list[Any]]]:
-    """Each registered version with its last health check on each live replica."""
-    return [(version, health.get(version.version, [])) for version in served.versions.all()]
+def versions_context(served: ServedModel) -> dict[str, Any]:
+    """`versions`: each registered version, which one serves, and its last health check
+    on each live replica (read from the replicas' reports in Redis)."""
+    health = fleet_reports.health_by_version(served.name)
+    rows = [(version, (health or {}).get(version.version, [])) for version in served.versions.all()]
+    return {"model": served, "version_rows": rows, "fleet_unreachable": health is None}
 
 
 def approvals_context() -> dict[str, Any]:

@@ -21,29 +21,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from django.conf import settings
-
 from swaps import broadcast
 from swaps.engine.errors import SwapError
 from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_keys import REDIS_DOWN
 from swaps.engine.reports import ReplicaReport
-from swaps.engine.results import HealthCheckResult
+from swaps.fleet_reports import open_fleet
 
 log = logging.getLogger(__name__)
 
 BEAT = 1.0
 DRAINING_BEAT = 0.25
-
-
-def open_fleet() -> Fleet:
-    return Fleet.from_url(
-        settings.REDIS_URL,
-        namespace=settings.HOTSWAP_NAMESPACE,
-        heartbeat_ttl=settings.HOTSWAP_HEARTBEAT_TTL,
-        socket_timeout=2.0,
-    )
 
 
 @dataclass
@@ -104,18 +92,27 @@ def draining(rows: dict[str, list[dict[str, Any]]]) -> bool:
 
 
 class Publisher:
-    """The per-process task that broadcasts counts while anybody watches."""
+    """The per-process task that broadcasts counts while anybody watches.
+
+    Besides its beat, it is woken (`wake`) when a swap changes state or somebody starts
+    watching: the counts then follow the state at once instead of up to a beat later
+    (a version that just stopped serving would otherwise still read "serving").
+    """
 
     def __init__(self) -> None:
         self.watchers = 0
         self._task: asyncio.Task | None = None
+        self._woken: asyncio.Event | None = None
 
     def subscribe(self) -> None:
         self.watchers += 1
         loop = asyncio.get_running_loop()
         # A task left on another (closed) loop, as tests leave them, is no publisher.
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._run())
+            self._woken = asyncio.Event()
+            self._task = loop.create_task(self._run(self._woken))
+        else:
+            self.wake()
 
     def unsubscribe(self) -> None:
         self.watchers = max(self.watchers - 1, 0)
@@ -123,32 +120,48 @@ class Publisher:
             self._task.cancel()
             self._task = None
 
-    async def _run(self) -> None:
+    def wake(self) -> None:
+        """Publish now rather than at the next beat (from the publisher's own loop)."""
+        if self._woken is not None and self._task is not None:
+            self._woken.set()
+
+    async def _run(self, woken: asyncio.Event) -> None:
         fleet = open_fleet()
         traffic = Traffic()
         try:
             # Also stop on our own: a cancel that lands inside a Redis call can be
             # swallowed by the client, and this loop must never outlive its watchers.
+            was_woken = False
             while self._task is asyncio.current_task():
                 beat = BEAT
                 try:
-                    beat = await self.publish_once(fleet, traffic)
+                    beat = await self.publish_once(fleet, traffic, woken=was_woken)
                 except (SwapError, *REDIS_DOWN) as exc:  # Redis away: say so, try again next beat
                     log.warning("console counts: cannot read the fleet (%s)", exc)
-                await asyncio.sleep(beat)
+                try:
+                    await asyncio.wait_for(woken.wait(), beat)
+                    was_woken = True
+                except TimeoutError:
+                    was_woken = False
+                woken.clear()
         finally:
             with contextlib.suppress(Exception):
                 await fleet.redis.aclose()
 
-    async def publish_once(self, fleet: Fleet, traffic: Traffic) -> float:
-        """Read the reports, send each model's counts; return the wait until the next beat."""
+    async def publish_once(self, fleet: Fleet, traffic: Traffic, *, woken: bool = False) -> float:
+        """Read the reports, send each model's counts; return the wait until the next beat.
+
+        On its beat, one console process sends (a short Redis claim decides which);
+        when woken by a change, every woken process sends: the same fragment twice is
+        harmless, a change shown late is not.
+        """
         reports = await fleet.replicas()
         now = time.time()
         rows = pending_rows(reports, traffic.rates(reports, now))
         beat = DRAINING_BEAT if draining(rows) else BEAT
-        # One console process sends per beat; the others' reads just keep their rates fresh.
+        # The other processes' reads just keep their rates fresh.
         claim = f"{fleet.namespace}:console:beat"
-        if not await fleet.redis.set(claim, 1, nx=True, px=int(beat * 900)):
+        if not woken and not await fleet.redis.set(claim, 1, nx=True, px=int(beat * 900)):
             return beat
         for model, model_rows in rows.items():
             await broadcast.pending_counts(model, model_rows)
@@ -158,28 +171,3 @@ class Publisher:
 
 
 publisher = Publisher()
-
-
-def health_by_version(model: str) -> dict[str, list[HealthCheckResult]] | None:
-    """The last health check of each version of `model` on each live replica.
-
-    None if the fleet cannot be read (the page says so instead of failing).
-    """
-
-    async def read() -> list[ReplicaReport]:
-        fleet = open_fleet()
-        try:
-            return await fleet.replicas()
-        finally:
-            await fleet.redis.aclose()
-
-    try:
-        reports = async_to_sync(read)()
-    except (SwapError, *REDIS_DOWN) as exc:
-        log.warning("console: cannot read the fleet's health checks (%s)", exc)
-        return None
-    health: dict[str, list[HealthCheckResult]] = {}
-    for report in reports:
-        for version, result in report.health.get(model, {}).items():
-            health.setdefault(version, []).append(result)
-    return health

@@ -20,7 +20,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from swaps import console, live, permissions, rollbacks, swapping
+from swaps import console, permissions, rollbacks, swapping
 from swaps.engine.errors import SwapError
 from swaps.refusals import Refused, from_engine
 
@@ -150,11 +150,7 @@ def _model_page(
         return redirect("swaps:model", model=model)
     if partial and request.headers.get("HX-Request"):
         return render(request, f"{LIVE}#{partial}", context, status=_status(refused))
-    health = live.health_by_version(model)
-    context.update(
-        version_rows=console.version_rows(context["model"], health or {}),
-        fleet_unreachable=health is None,
-    )
+    context.update(console.versions_context(context["model"]))
     return render(request, "swaps/model_detail.html", context, status=_status(refused))
 
 

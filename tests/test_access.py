@@ -366,3 +366,17 @@ async def connects(path: str, user: User | None) -> bool:
 @pytest.mark.parametrize("path", WEBSOCKETS)
 async def test_an_anonymous_websocket_is_refused(path, iris):
     assert await connects(path, None) is False
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", WEBSOCKETS)
+async def test_a_user_without_rights_may_watch_over_a_websocket(path, iris, mallory):
+    # Watching is all a console socket does (like the pages anyone signed in may see);
+    # tests/test_consumers.py shows that what a socket sends changes nothing.
+    assert await connects(path, mallory) is True
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", WEBSOCKETS)
+async def test_the_right_user_may_watch_over_a_websocket(path, iris, alice):
+    assert await connects(path, alice) is True

@@ -25,6 +25,17 @@ def heard(channel: str) -> dict:
     return async_to_sync(get_channel_layer().receive)(channel)
 
 
+def html_heard(channel: str) -> str:
+    """The next HTML push (skipping the publisher's wake-up calls)."""
+    while (message := heard(channel))["type"] != "html":
+        pass
+    return message["html"]
+
+
+def types_heard(channel: str, count: int) -> list[str]:
+    return [heard(channel)["type"] for _ in range(count)]
+
+
 @pytest.fixture
 def swap(alice, candidate_version):
     return swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
@@ -47,7 +58,7 @@ def test_a_swap_change_sends_the_latest_swaps_to_the_dashboard(swap):
 
     broadcast.swap_changed(swap)
 
-    first, second = heard(channel)["html"], heard(channel)["html"]
+    first, second = html_heard(channel), html_heard(channel)
     assert 'id="swap-state-iris"' in first  # the state goes out first, on its own
     assert 'id="latest-swaps"' in second
 
@@ -57,9 +68,51 @@ def test_a_swap_change_sends_the_history_and_audit_log_to_the_model_page(swap):
 
     broadcast.swap_changed(swap)
 
-    first, second = heard(channel)["html"], heard(channel)["html"]
+    first, second = html_heard(channel), html_heard(channel)
     assert 'id="swap-state-iris"' in first
     assert 'id="history-iris"' in second and 'id="audit-iris"' in second
+
+
+def test_a_swap_change_wakes_the_counts_publisher_right_after_the_state(swap):
+    channel = listen("model.iris")
+
+    broadcast.swap_changed(swap)
+
+    assert types_heard(channel, 2) == ["html", "counts.wake"]
+
+
+def test_a_swap_change_sends_the_model_pages_versions_table_with_the_served_version(
+    alice, served_before
+):
+    rollback = rollbacks.request_rollback(
+        model="iris", target_version="1", reason="wrong answers", user=alice, via="t"
+    )
+    channel = listen("model.iris")
+
+    broadcast.swap_changed(rollback.swap)
+
+    html_heard(channel)
+    versions = html_heard(channel).split('id="versions-iris"', 1)[1].split("</section>", 1)[0]
+    serving = [row for row in versions.split("<tr>") if 'class="tag">serving' in row]
+    assert len(serving) == 1 and '<th scope="row">1 <span' in serving[0]
+
+
+def test_a_dashboard_snapshot_has_every_models_state_the_latest_swaps_and_the_queue(swap):
+    html = broadcast.snapshot(None)
+
+    for element in ("swap-state-iris", "latest-swaps", "approvals"):
+        assert f'id="{element}"' in html
+
+
+def test_a_model_snapshot_has_everything_its_page_keeps_live_but_the_counts(swap):
+    html = broadcast.snapshot("iris")
+
+    for element in ("swap-state", "versions", "history", "audit", "rollback", "swap-form"):
+        assert f'id="{element}-iris"' in html
+
+
+def test_a_snapshot_of_an_unknown_model_is_empty(db):
+    assert broadcast.snapshot("nope") == ""
 
 
 def test_a_waiting_rollback_request_updates_the_approvals_queue(alice, served_before):

@@ -9,6 +9,7 @@ from django.test import Client
 
 from hotswap_site.asgi import application
 from swaps import broadcast, swapping
+from swaps.models import Swap
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,6 +24,15 @@ def session_cookie(user) -> tuple[bytes, bytes]:
 
 def communicator(path: str, *headers: tuple[bytes, bytes]) -> WebsocketCommunicator:
     return WebsocketCommunicator(application, path, headers=[(b"host", b"localhost"), *headers])
+
+
+async def watching(path: str, user) -> WebsocketCommunicator:
+    """A signed-in socket, connected, past the snapshot it is sent on connecting."""
+    socket = communicator(path, ORIGIN, await sync_to_async(session_cookie)(user))
+    connected, _ = await socket.connect()
+    assert connected
+    await fragment_with(socket, "swap-state-iris")
+    return socket
 
 
 async def fragment_with(socket: WebsocketCommunicator, element_id: str) -> str:
@@ -59,11 +69,43 @@ async def test_a_signed_in_websocket_is_accepted(alice, iris):
     await socket.disconnect()
 
 
-async def test_the_model_socket_receives_the_swap_state_fragment_when_a_swap_changes(
+async def test_a_model_socket_is_sent_the_current_state_and_versions_on_connecting(
     alice, candidate_version
 ):
     socket = communicator("/ws/models/iris/", ORIGIN, await sync_to_async(session_cookie)(alice))
     await socket.connect()
+
+    frame = await fragment_with(socket, "swap-state-iris")
+
+    assert 'data-state="idle"' in frame and 'id="versions-iris"' in frame
+    await socket.disconnect()
+
+
+async def test_a_dashboard_socket_is_sent_the_current_state_on_connecting(alice, iris):
+    socket = communicator("/ws/dashboard/", ORIGIN, await sync_to_async(session_cookie)(alice))
+    await socket.connect()
+
+    frame = await fragment_with(socket, "swap-state-iris")
+
+    assert 'id="latest-swaps"' in frame
+    await socket.disconnect()
+
+
+async def test_what_a_socket_sends_changes_nothing(mallory, candidate_version):
+    socket = await watching("/ws/models/iris/", mallory)
+
+    await socket.send_to(text_data='{"to_version": "2", "from_version": "1"}')
+    await socket.send_to(text_data="<form hx-post='/models/iris/swap'></form>")
+
+    assert await socket.receive_nothing(timeout=0.5)
+    assert not await Swap.objects.aexists()
+    await socket.disconnect()
+
+
+async def test_the_model_socket_receives_the_swap_state_fragment_when_a_swap_changes(
+    alice, candidate_version
+):
+    socket = await watching("/ws/models/iris/", alice)
 
     swap = await sync_to_async(swapping.start_swap)(
         model="iris", from_version="1", to_version="2", user=alice, via="test"
@@ -78,8 +120,7 @@ async def test_the_model_socket_receives_the_swap_state_fragment_when_a_swap_cha
 async def test_the_dashboard_socket_receives_the_swap_state_fragment_when_a_swap_changes(
     alice, candidate_version
 ):
-    socket = communicator("/ws/dashboard/", ORIGIN, await sync_to_async(session_cookie)(alice))
-    await socket.connect()
+    socket = await watching("/ws/dashboard/", alice)
 
     swap = await sync_to_async(swapping.start_swap)(
         model="iris", from_version="1", to_version="2", user=alice, via="test"

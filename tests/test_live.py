@@ -1,9 +1,14 @@
-"""live.py: the counts the publisher reads from replica reports, and the rates it derives."""
+"""live.py: the counts the publisher reads from replica reports, the rates it derives, and
+when it publishes them."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from swaps import live
 from swaps.engine.reports import ReplicaReport
 from swaps.live import Traffic, draining, pending_rows
 
@@ -68,3 +73,48 @@ def test_a_restarted_replica_does_not_read_as_negative_traffic():
     rates = traffic.rates([restarted], at=11.0)
 
     assert rates == {"iris": {"2": 0.0}}
+
+
+@pytest.fixture
+async def publisher(monkeypatch, control_plane):
+    """A publisher whose beat never comes: what it publishes, it publishes when woken.
+    Each publication puts whether it was woken on `publisher.published`."""
+    publisher = live.Publisher()
+    publisher.published = asyncio.Queue()
+
+    async def publish_once(fleet, traffic, *, woken=False) -> float:
+        publisher.published.put_nowait(woken)
+        return 3600.0
+
+    monkeypatch.setattr(publisher, "publish_once", publish_once)
+    yield publisher
+    publisher.watchers = 1
+    publisher.unsubscribe()  # on this test's loop, while it still runs
+
+
+async def next_publication(publisher) -> bool:
+    return await asyncio.wait_for(publisher.published.get(), timeout=30)
+
+
+async def test_the_publisher_publishes_as_soon_as_somebody_watches(publisher):
+    publisher.subscribe()
+
+    assert await next_publication(publisher) is False
+
+
+async def test_a_woken_publisher_publishes_before_its_beat(publisher):
+    publisher.subscribe()
+    await next_publication(publisher)
+
+    publisher.wake()
+
+    assert await next_publication(publisher) is True
+
+
+async def test_a_new_watcher_wakes_the_running_publisher(publisher):
+    publisher.subscribe()
+    await next_publication(publisher)
+
+    publisher.subscribe()
+
+    assert await next_publication(publisher) is True

@@ -187,8 +187,12 @@ def start_swap_in(page: Page) -> None:
     page.get_by_role("button", name="Start swap").click()
 
 
+def version_1_row(page: Page):
+    return page.locator('[id="pending-sleepy"] tr[data-version="1"]')
+
+
 def inflight_on_version_1(page: Page):
-    return page.locator('[id="pending-sleepy"] tr[data-version="1"] .inflight')
+    return version_1_row(page).locator(".inflight")
 
 
 def test_a_swap_shows_swapping_draining_and_completed_without_a_reload(
@@ -225,6 +229,7 @@ def test_the_old_versions_pending_count_counts_down_to_zero_on_the_dashboard(
     start_swap_in(operator_page)
 
     dashboard.wait_for_function("window.__record.pendingWhileDraining", timeout=WAIT_MS)
+    expect(version_1_row(dashboard).locator(".role")).to_have_text("draining", timeout=WAIT_MS)
     dashboard.screenshot(path=SCREENSHOTS / "dashboard-mid-drain.png", full_page=True)
     expect(dashboard.locator("#swap-state-sleepy")).to_have_attribute(
         "data-state", "completed", timeout=WAIT_MS
@@ -257,6 +262,8 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
     expect(model_page.locator("#swap-state-sleepy [data-served]")).to_have_attribute(
         "data-served", "1", timeout=WAIT_MS
     )
+    serving_tag = model_page.locator("#versions-sleepy th:has(.tag)")
+    expect(serving_tag).to_have_text("1 serving", timeout=WAIT_MS)  # no reload needed
     model_page.screenshot(path=SCREENSHOTS / "model-after-rollback.png", full_page=True)
     assert answer(replica, "sleepy")["model_version"] == "1"
 

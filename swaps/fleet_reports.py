@@ -1,0 +1,56 @@
+"""The replicas' reports as the console reads them: straight from Redis, never per request.
+
+Each live replica keeps a report in Redis (swaps/engine/reports.py): what it loaded, its
+routes, its counts and its last health check of each version. The console's publisher
+(live.py) reads them on its beat; the model page's versions table reads them when it is
+rendered or pushed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+
+from swaps.engine.errors import SwapError
+from swaps.engine.fleet import Fleet
+from swaps.engine.fleet_keys import REDIS_DOWN
+from swaps.engine.reports import ReplicaReport
+from swaps.engine.results import HealthCheckResult
+
+log = logging.getLogger(__name__)
+
+
+def open_fleet() -> Fleet:
+    return Fleet.from_url(
+        settings.REDIS_URL,
+        namespace=settings.HOTSWAP_NAMESPACE,
+        heartbeat_ttl=settings.HOTSWAP_HEARTBEAT_TTL,
+        socket_timeout=2.0,
+    )
+
+
+def health_by_version(model: str) -> dict[str, list[HealthCheckResult]] | None:
+    """The last health check of each version of `model` on each live replica.
+
+    None if the fleet cannot be read (the page says so instead of failing).
+    """
+
+    async def read() -> list[ReplicaReport]:
+        fleet = open_fleet()
+        try:
+            return await fleet.replicas()
+        finally:
+            await fleet.redis.aclose()
+
+    try:
+        reports = async_to_sync(read)()
+    except (SwapError, *REDIS_DOWN) as exc:
+        log.warning("console: cannot read the fleet's health checks (%s)", exc)
+        return None
+    health: dict[str, list[HealthCheckResult]] = {}
+    for report in reports:
+        for version, result in report.health.get(model, {}).items():
+            health.setdefault(version, []).append(result)
+    return health
