@@ -1,7 +1,8 @@
 """Why the control plane refuses a request, as exceptions the API and CLI show as they are.
 
-Each refusal is raised before anything changed (its audit entry aside). `status` is
-the HTTP status the API answers with; `fields` names the input at fault.
+Each refusal is raised before anything changed (its audit entry aside), but for
+OperationFailed, which says that an operation the caller started ran and failed.
+`status` is the HTTP status the API answers with; `fields` names the input at fault.
 """
 
 from __future__ import annotations
@@ -50,6 +51,21 @@ class TooLarge(Refused):
 
 class Unavailable(Refused):
     """The fleet (Redis, or every replica) cannot be reached; nothing was changed."""
+
+    status = 503
+
+
+class OperationFailed(Refused):
+    """An operation run within the request (an instant rollback) failed: nothing was
+    changed in routing, and its records (the Failed swap, its audit entries) say why.
+    An error status, so that a script never takes a failed rollback for a done one."""
+
+    status = 409
+    audited = True  # the operation's own audit entries tell it: accepted, then failed
+
+
+class OperationUnavailable(OperationFailed):
+    """As OperationFailed, because the fleet could not be reached: worth retrying."""
 
     status = 503
 

@@ -20,19 +20,26 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from swaps import audit, fleet_state, jobs, notify, permissions
-from swaps.engine.errors import SwapError
+from swaps import audit, fleet_state, jobs, leases, notify, permissions
+from swaps.engine.errors import FleetUnavailable, SwapError
 from swaps.engine.fleet_keys import REDIS_DOWN
 from swaps.models import ModelVersion, RollbackRequest, ServedModel, Swap
-from swaps.refusals import Conflict, Forbidden, NotFound, invalid_fields
+from swaps.refusals import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    OperationFailed,
+    OperationUnavailable,
+    invalid_fields,
+)
 from swaps.registry import get_model
 from swaps.swapping import (
     UNKNOWN_VERSION,
     claim,
     create_operation,
     load_swap,
-    run_operation,
     running,
+    settle,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,10 @@ log = logging.getLogger(__name__)
 UNKNOWN_REQUEST = "rollback request {request_id} does not exist"
 OWN_REQUEST = "nobody approves or rejects their own rollback request: ask another approver"
 ALREADY_DECIDED = "rollback request {request_id} was {state} already"
+FLIP_FAILED = (
+    "rollback request {request_id} of model {model!r} to version {version!r} failed; "
+    "routing is unchanged: {message}"
+)
 NOT_SERVED_BEFORE = "version {version!r} has never served model {model!r}: swap to it instead"
 ALREADY_ACTIVE = "model {model!r} already serves version {version!r}"
 NOTHING_ACTIVE = "model {model!r} serves no version, so there is nothing to roll back"
@@ -134,14 +145,17 @@ def reject_rollback(*, request_id: int, user: permissions.User, via: str) -> Rol
 def flip_rollback(*, swap_id: int) -> Swap:
     """Flip the route to the rollback's target now; queue the drain of the left version.
 
-    Returns once every live replica routes to the target (the record Draining), or with
-    the record Failed and routing untouched if the engine refused or failed.
+    Returns once every live replica routes to the target (the record Draining). If the
+    engine refused or failed, the record is Failed, routing untouched, and this raises
+    OperationFailed (OperationUnavailable when the fleet could not be reached).
     """
     swap = Swap.objects.select_related("served_model", "from_version", "to_version").get(pk=swap_id)
     model_id, target = swap.served_model.name, swap.to_version.version
     specs = fleet_state.specs_of([swap.from_version, swap.to_version])
+    unreachable = False
 
     async def operation(engine: fleet_state.Engine) -> Swap:
+        nonlocal unreachable
         async with running(swap_id, engine) as run:
             if not await sync_to_async(claim)(swap_id=swap_id, message="flipping the route"):
                 return await sync_to_async(load_swap)(swap_id)
@@ -149,6 +163,7 @@ def flip_rollback(*, swap_id: int) -> Swap:
                 await fleet_state.ensure_specs(engine, specs)
                 result = await run.swapper.rollback_version(model_id, target, wait_for_drain=False)
             except SwapError as exc:
+                unreachable = isinstance(exc, FleetUnavailable)
                 return await run.settle(state=Swap.State.FAILED, message=exc.message)
             if not result.success:
                 return await run.settle(state=Swap.State.FAILED, message=result.message)
@@ -161,7 +176,22 @@ def flip_rollback(*, swap_id: int) -> Swap:
             await sync_to_async(_queue_drain)(swap_id)
             return await sync_to_async(load_swap)(swap_id)
 
-    return run_operation(swap_id, operation)
+    try:
+        swap = fleet_state.run(operation)
+    except leases.LeaseHeld:
+        return load_swap(swap_id)
+    except SwapError as exc:  # the lease or the fleet could not be reached: nothing flipped
+        unreachable = isinstance(exc, FleetUnavailable)
+        swap = settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
+    if swap.state == Swap.State.FAILED:
+        request = RollbackRequest.objects.get(swap=swap)
+        failed = OperationUnavailable if unreachable else OperationFailed
+        raise failed(
+            FLIP_FAILED.format(
+                request_id=request.pk, model=model_id, version=target, message=swap.message
+            )
+        )
+    return swap
 
 
 def _queue_drain(swap_id: int) -> None:

@@ -220,7 +220,7 @@ def run_swap(*, swap_id: int) -> Swap:
                 requests_drained=result.requests_drained if result.success else None,
             )
 
-    return run_operation(swap_id, operation)
+    return _run_operation(swap_id, operation)
 
 
 def resume_swap(*, swap_id: int, reason: str = "", takes_over: str | None = None) -> Swap:
@@ -251,13 +251,13 @@ def resume_swap(*, swap_id: int, reason: str = "", takes_over: str | None = None
                 swap_id=swap_id, status=status, route=route, reason=reason
             )
 
-    return run_operation(swap_id, operation)
+    return _run_operation(swap_id, operation)
 
 
 Operation = Callable[[fleet_state.Engine], Awaitable[Swap]]
 
 
-def run_operation(swap_id: int, operation: Operation) -> Swap:
+def _run_operation(swap_id: int, operation: Operation) -> Swap:
     """Run a runner's operation; the record as it stands if another runner has it."""
     try:
         return fleet_state.run(operation)

@@ -7,7 +7,14 @@ from django.db import transaction
 
 from swaps import audit, jobs, rollbacks, swapping
 from swaps.models import AuditEntry, RollbackRequest, ServedModel, Swap
-from swaps.refusals import Conflict, Forbidden, Invalid, NotFound
+from swaps.refusals import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    OperationFailed,
+    OperationUnavailable,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -243,9 +250,9 @@ def test_every_rollback_attempt_is_audited(alice, bob, mallory, served_before, a
     ]
 
 
-def test_a_rollback_to_a_version_that_fails_its_check_fails_and_keeps_the_route(
-    alice, iris, served_before, engine, monkeypatch
-):
+@pytest.fixture
+def unhealthy_target(engine, monkeypatch):
+    """Every health check fails ("boom"): a rollback's target cannot take the traffic."""
     from swaps.engine.results import HealthCheckResult
 
     async def unhealthy(model_id, version):
@@ -253,10 +260,47 @@ def test_a_rollback_to_a_version_that_fails_its_check_fails_and_keeps_the_route(
 
     monkeypatch.setattr(engine.versions, "check_health", unhealthy)
 
-    rollback = request(alice)
 
-    assert (rollback.swap.state, engine.route("iris")) == ("failed", "2")
-    assert "boom" in rollback.swap.message
+def test_a_rollback_to_a_version_that_fails_its_check_is_an_error_naming_why(
+    alice, served_before, unhealthy_target
+):
+    with pytest.raises(OperationFailed, match=r"routing is unchanged: .*boom"):
+        request(alice)
+
+
+def test_a_rollback_to_a_version_that_fails_its_check_keeps_the_route(
+    alice, served_before, unhealthy_target, engine
+):
+    with pytest.raises(OperationFailed):
+        request(alice)
+
+    assert engine.route("iris") == "2"
+
+
+def test_a_rollback_to_a_version_that_fails_its_check_is_recorded_as_failed(
+    alice, served_before, unhealthy_target
+):
+    with pytest.raises(OperationFailed):
+        request(alice)
+
+    swap = Swap.objects.get(kind="rollback")
+    assert (swap.state, swap.rollback_request.state) == ("failed", "approved")
+    assert "boom" in swap.message
+
+
+def test_a_rollback_that_cannot_reach_the_fleet_is_worth_retrying(
+    alice, served_before, engine, monkeypatch
+):
+    from swaps import leases
+    from swaps.engine.errors import FleetUnavailable
+
+    async def unreachable(self, *, takes_over):
+        raise FleetUnavailable("Redis is unreachable")
+
+    monkeypatch.setattr(leases.Lease, "take", unreachable)
+
+    with pytest.raises(OperationUnavailable, match="Redis is unreachable"):
+        request(alice)
 
 
 def test_the_rollback_flip_commits_before_its_drain_job_is_queued(alice, served_before):
