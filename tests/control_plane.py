@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from swaps import fleet_state, jobs, swapping
 from swaps.demo_models import sleepy_spec
+from swaps.engine.results import HealthCheckResult
 from swaps.engine.spec import VersionSpec
 from swaps.models import ModelVersion, ServedModel, Swap
 
@@ -133,6 +134,18 @@ def served_before(iris: ServedModel, alice: User, candidate_version) -> ModelVer
     )
     assert jobs.run_swap(swap.pk) == Swap.State.COMPLETED
     return iris.versions.get(version="1")
+
+
+@pytest.fixture
+def unhealthy_target(engine: LocalEngine, monkeypatch) -> str:
+    """Every health check fails, for the returned reason: no target can take traffic."""
+    reason = "boom"
+
+    async def unhealthy(model_id: str, version: str) -> HealthCheckResult:
+        return HealthCheckResult.failure(model_id=model_id, version=version, reason=reason)
+
+    monkeypatch.setattr(engine.versions, "check_health", unhealthy)
+    return reason
 
 
 def client_for(user: User | None, *, csrf_checks: bool = False) -> Client:

@@ -79,14 +79,7 @@ def test_rollback_flips_at_once(alice, served_before, engine):
     assert engine.route("iris") == "1"
 
 
-def test_a_failed_rollback_is_a_one_line_error(alice, served_before, engine, monkeypatch):
-    from swaps.engine.results import HealthCheckResult
-
-    async def unhealthy(model_id, version):
-        return HealthCheckResult.failure(model_id=model_id, version=version, reason="boom")
-
-    monkeypatch.setattr(engine.versions, "check_health", unhealthy)
-
+def test_a_failed_rollback_is_a_one_line_error(alice, served_before, unhealthy_target):
     with pytest.raises(CommandError, match=r"^rollback request \d+ .* failed; .*boom"):
         run("rollback", "iris", "1", "--reason", "bad answers", "--user", "alice")
 

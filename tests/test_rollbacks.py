@@ -250,17 +250,6 @@ def test_every_rollback_attempt_is_audited(alice, bob, mallory, served_before, a
     ]
 
 
-@pytest.fixture
-def unhealthy_target(engine, monkeypatch):
-    """Every health check fails ("boom"): a rollback's target cannot take the traffic."""
-    from swaps.engine.results import HealthCheckResult
-
-    async def unhealthy(model_id, version):
-        return HealthCheckResult.failure(model_id=model_id, version=version, reason="boom")
-
-    monkeypatch.setattr(engine.versions, "check_health", unhealthy)
-
-
 def test_a_rollback_to_a_version_that_fails_its_check_is_an_error_naming_why(
     alice, served_before, unhealthy_target
 ):

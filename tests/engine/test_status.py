@@ -12,8 +12,10 @@ from swaps.engine.results import SwapState
 from .conftest import MODEL, held_request, wait_entered
 
 
-async def test_status_is_idle_before_any_swap(stack, serving_version):
-    stack.board._statuses.clear()  # a model served from before this process started
+async def test_status_is_idle_before_any_swap(stack):
+    # A model served from before this process started: loaded and routed, no swap seen.
+    await stack.versions.load(MODEL, "1")
+    stack.router.apply(MODEL, "1", epoch=1)
 
     status = await stack.swapper.get_swap_status(MODEL)
 
