@@ -249,6 +249,7 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
     model_page.get_by_label("Reason").fill("version 2 answers too slowly")
     model_page.get_by_role("button", name="Roll back to 1").click()
     expect(model_page.locator("#rollback-sleepy")).to_contain_text("waiting for approval")
+    expect(model_page.get_by_label("Reason")).to_have_value("")  # done: not to be reused
 
     own_queue = open_live(model_page.context.new_page(), f"{console.url}/approvals/")
     own_queue.get_by_role("button", name="Approve rollback").click()
