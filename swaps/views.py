@@ -149,7 +149,7 @@ def _model_page(
     if partial and not refused and not request.headers.get("HX-Request"):
         return redirect("swaps:model", model=model)
     if partial and request.headers.get("HX-Request"):
-        return render(request, f"{LIVE}#{partial}", context, status=_status(refused))
+        return _answer(request, partial, context, _status(refused))
     context.update(console.versions_context(context["model"]))
     return render(request, "swaps/model_detail.html", context, status=_status(refused))
 
@@ -159,8 +159,15 @@ def _page(
 ) -> HttpResponse:
     context = {**console.approvals_context(), **extra}
     if partial and request.headers.get("HX-Request"):
-        return render(request, f"{LIVE}#{partial}", context, status=status)
+        return _answer(request, partial, context, status)
     return render(request, template, context, status=status)
+
+
+def _answer(
+    request: HttpRequest, partial: str, context: dict[str, Any], status: int
+) -> HttpResponse:
+    """A form's htmx answer: its fragment, swapped in out of band (see live.html)."""
+    return render(request, f"{LIVE}#{partial}", {**context, "answer": True}, status=status)
 
 
 def _status(refused: Refused | None) -> int:

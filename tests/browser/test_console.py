@@ -249,7 +249,10 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
     model_page.get_by_label("Reason").fill("version 2 answers too slowly")
     model_page.get_by_role("button", name="Roll back to 1").click()
     expect(model_page.locator("#rollback-sleepy")).to_contain_text("waiting for approval")
-    expect(model_page.get_by_label("Reason")).to_have_value("")  # done: not to be reused
+    # The push of the new request lands while the form waits for its answer: the answer
+    # (its notice) must still reach the section, and the reason must not be reused.
+    expect(model_page.locator("#rollback-sleepy .notice")).to_contain_text("requested")
+    expect(model_page.get_by_label("Reason")).to_have_value("")
 
     own_queue = open_live(model_page.context.new_page(), f"{console.url}/approvals/")
     own_queue.get_by_role("button", name="Approve rollback").click()
