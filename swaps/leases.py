@@ -70,8 +70,13 @@ def holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+SOCKET_TIMEOUT = 2.0
+
+
 def sync_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
+    )
 
 
 def leased_swaps(swap_ids: list[int]) -> set[int]:
@@ -96,6 +101,7 @@ class Lease:
         self._client, self._key, self._me = client, lease_key(swap_id), holder_name()
         self._ttl_ms = ttl_ms
         self._renewer: asyncio.Task | None = None
+        self._renewing = False
 
     async def take(self, *, takes_over: str | None) -> None:
         handed = handed_over_to(takes_over) if takes_over else ""
@@ -105,7 +111,8 @@ class Lease:
                 raise LeaseHeld(LEASE_HELD.format(swap_id=self.swap_id, holder=holder))
         except REDIS_DOWN as exc:
             raise FleetUnavailable(UNREACHABLE.format(error=exc)) from exc
-        self._renewer = asyncio.create_task(_renew(self._client, self._key, self._me, self._ttl_ms))
+        self._renewing = True
+        self._renewer = asyncio.create_task(self._renew())
 
     async def hand_over(self, runner: str) -> None:
         """Pass the lease to `runner`, which takes it with `hold(..., takes_over=runner)`.
@@ -130,12 +137,25 @@ class Lease:
         with contextlib.suppress(*REDIS_DOWN):
             await self._client.eval(RELEASE, 1, self._key, self._me)
 
+    async def _renew(self) -> None:
+        while self._renewing:
+            await asyncio.sleep(self._ttl_ms / 3000)
+            try:
+                if not await self._client.eval(RENEW, 1, self._key, self._me, self._ttl_ms):
+                    log.error("lease %s was lost while its operation ran", self._key)
+                    return
+            except REDIS_DOWN as exc:
+                # The operation itself will fail on the same outage; keep trying meanwhile.
+                log.warning("could not renew lease %s: %s", self._key, exc)
+
     async def _stop_renewing(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
-            self._renewer = None
+        """Stop the renewing task and wait for it, but never hang on it: a cancel that
+        lands inside a Redis call can be swallowed by the client, so the loop also stops
+        on its flag, after at most the call it is in (bounded by the socket timeout)."""
+        renewer, self._renewer, self._renewing = self._renewer, None, False
+        if renewer is not None:
+            renewer.cancel()
+            await asyncio.wait([renewer], timeout=SOCKET_TIMEOUT + 1)
 
 
 @contextlib.asynccontextmanager
@@ -147,7 +167,9 @@ async def hold(
     `takes_over` names this runner (its job id) when the lease may have been handed to it.
     """
     ttl = settings.HOTSWAP_LEASE_TTL if ttl is None else ttl
-    client = AsyncRedis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    client = AsyncRedis.from_url(
+        settings.REDIS_URL, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT
+    )
     lease = Lease(client, swap_id, max(int(ttl * 1000), 1))
     try:
         await lease.take(takes_over=takes_over)
@@ -157,18 +179,6 @@ async def hold(
             await lease.release()  # a no-op once handed over: the lease is no longer ours
     finally:
         await client.aclose()
-
-
-async def _renew(client: AsyncRedis, key: str, me: str, ttl_ms: int) -> None:
-    while True:
-        await asyncio.sleep(ttl_ms / 3000)
-        try:
-            if not await client.eval(RENEW, 1, key, me, ttl_ms):
-                log.error("lease %s was lost while its operation ran", key)
-                return
-        except REDIS_DOWN as exc:
-            # The operation itself will fail on the same outage; keep trying meanwhile.
-            log.warning("could not renew lease %s: %s", key, exc)
 
 
 def _text(value: bytes | str | None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import async_to_sync
 
@@ -72,3 +74,21 @@ def test_a_handed_over_lease_is_refused_to_any_other_runner(control_plane):
         leases.LeaseHeld, match="swap 7 is already being run by handed over to drain-7"
     ):
         async_to_sync(taken_over)(7, "recover-7")
+
+
+async def released_while_a_renewal_swallows_its_cancel(swap_id: int) -> None:
+    async def swallows_cancel(*args):  # a Redis call whose client swallows a cancel
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            pass
+        return 1
+
+    async with leases.hold(swap_id, ttl=0.03) as lease:
+        lease._client.eval = swallows_cancel  # renewals every 10 ms from here on
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(60)  # a hang here is the failure
+def test_letting_go_of_a_lease_never_hangs_on_its_renewal(control_plane):
+    async_to_sync(released_while_a_renewal_swallows_its_cancel)(7)  # returns: not hung
