@@ -40,6 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, whatever the virtualenv points at
 
+from bench.support.control_plane import bench_environment  # noqa: E402
+
 REPLICAS = 3
 DOWN_SECONDS = (2.0, 6.0)  # how long a killed replica stays down
 PAUSE_SECONDS = (1.0, 2.5)  # between two chaos actions
@@ -47,23 +49,19 @@ ACTIONS = {"swap": 6, "rollback": 4, "kill replica": 2, "kill worker": 1}
 
 
 def configure(workdir: Path, namespace: str) -> None:
-    """Environment for this process (Django) and, inherited, for every one it starts."""
+    """Environment for this process (Django) and, inherited, for every one it starts:
+    short timeouts, so that kills are noticed and recovered within the run."""
     os.environ.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "DJANGO_SETTINGS_MODULE": "hotswap_site.settings",
-            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-            "HOTSWAP_RUN_DIR": str(workdir),
-            "HOTSWAP_NAMESPACE": namespace,
-            "HOTSWAP_RQ_QUEUE": f"{namespace}-swaps",
-            "HOTSWAP_DRAIN_TIMEOUT": "5",
-            "HOTSWAP_KEEP_WARM": "10",
-            "HOTSWAP_LEASE_TTL": "1",
-            "HOTSWAP_HEARTBEAT_TTL": "1",
-            "HOTSWAP_SWEEP_INTERVAL": "1",
-            "HOTSWAP_REPUBLISH_ON_START": "1",
-            "LOG_LEVEL": "WARNING",
-        }
+        bench_environment(
+            workdir,
+            namespace,
+            HOTSWAP_DRAIN_TIMEOUT="5",
+            HOTSWAP_KEEP_WARM="10",
+            HOTSWAP_LEASE_TTL="1",
+            HOTSWAP_HEARTBEAT_TTL="1",
+            HOTSWAP_SWEEP_INTERVAL="1",
+            HOTSWAP_REPUBLISH_ON_START="1",
+        )
     )
 
 

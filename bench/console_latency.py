@@ -21,13 +21,10 @@ Target: p95 under 250 ms from transition to DOM.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -35,23 +32,14 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, whatever the virtualenv points at
 
-from bench.support.control_plane import bench_environment, drop_keys, seed_iris  # noqa: E402
+from bench.support.control_plane import drop_keys, seed_iris, set_up  # noqa: E402
 from swaps.demo_supervisor import Supervisor  # noqa: E402
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.processes import free_port  # noqa: E402
 
 TARGET_P95_MS = 250.0
 SETTLE_TIMEOUT = 60.0
 PASSWORD = "console-latency-bench"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 # Runs before the page's own scripts: notes the websocket opening and each pushed
 # swap-state fragment (with the state it carries) as it arrives.
@@ -125,18 +113,10 @@ def main() -> int:
         "--cycles", type=int, default=8, help="swap 1->2 then roll back to 1, this many times"
     )
     args = parser.parse_args()
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        print("bench: set REDIS_URL (or run under scripts/with_redis.py)", file=sys.stderr)
+    stack = set_up("hotswap-console-bench-")
+    if stack is None:
         return 2
-
-    workdir = Path(tempfile.mkdtemp(prefix="hotswap-console-bench-"))
-    namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    env = bench_environment(workdir, namespace)
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    redis_url, workdir, namespace, env = stack.redis_url, stack.workdir, stack.namespace, stack.env
     secret = seed_iris(workdir, password=PASSWORD)
 
     supervisor = Supervisor(log_dir=workdir / "logs", env=env, cwd=ROOT, grace=15)
@@ -200,7 +180,7 @@ def drive(web_url: str, secret: str, *, cycles: int) -> tuple[list, list]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.add_init_script(RECORDER)

@@ -28,10 +28,8 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -39,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's code, whatever the virtualenv points at
 
-from bench.support.control_plane import bench_environment, drop_keys, seed_iris  # noqa: E402
+from bench.support.control_plane import drop_keys, seed_iris, set_up  # noqa: E402
 
 IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
 REPLICAS = 2
@@ -182,18 +180,10 @@ def main() -> int:
     parser.add_argument("--rollbacks", type=int, default=40)
     parser.add_argument("--swaps", type=int, default=10)
     args = parser.parse_args()
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        print("bench: set REDIS_URL (or run under scripts/with_redis.py)", file=sys.stderr)
+    stack = set_up("hotswap-bench-")
+    if stack is None:
         return 2
-
-    workdir = Path(tempfile.mkdtemp(prefix="hotswap-bench-"))
-    namespace = f"bench-{uuid.uuid4().hex[:8]}"
-    env = bench_environment(workdir, namespace)
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    redis_url, workdir, namespace, env = stack.redis_url, stack.workdir, stack.namespace, stack.env
     secret = seed_iris(workdir)
 
     fleet = Fleet(workdir, env)

@@ -6,14 +6,19 @@ Not a benchmark itself (`make bench` runs only bench/*.py).
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 OPERATOR_PERMISSIONS = ["start_swap", "request_rollback", "register_version"]
 
 
-def bench_environment(workdir: Path, namespace: str) -> dict[str, str]:
-    """The environment of every process of a bench's stack, this process's included."""
+def bench_environment(workdir: Path, namespace: str, **settings: str) -> dict[str, str]:
+    """The environment of every process of a bench's stack, this process's included;
+    `settings` add to or replace its HOTSWAP_* values."""
     return {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -24,7 +29,33 @@ def bench_environment(workdir: Path, namespace: str) -> dict[str, str]:
         "HOTSWAP_RQ_QUEUE": f"{namespace}-swaps",
         "HOTSWAP_DRAIN_TIMEOUT": "10",
         "LOG_LEVEL": "WARNING",
+        **settings,
     }
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    redis_url: str
+    workdir: Path
+    namespace: str
+    env: dict[str, str]
+
+
+def set_up(prefix: str) -> BenchStack | None:
+    """A work dir and Redis namespace of the bench's own, its environment applied to this
+    process and Django set up; None (having said why) when REDIS_URL is unset."""
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        print("bench: set REDIS_URL (or run under scripts/with_redis.py)", file=sys.stderr)
+        return None
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    env = bench_environment(workdir, namespace)
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    return BenchStack(redis_url=redis_url, workdir=workdir, namespace=namespace, env=env)
 
 
 def seed_iris(workdir: Path, *, password: str | None = None) -> str:

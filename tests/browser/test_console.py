@@ -16,7 +16,6 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -28,6 +27,7 @@ from swaps import fleet_state
 from swaps.demo_models import sleepy_spec
 from swaps.models import ServedModel
 
+from ..chromium import CHROMIUM, CHROMIUM_ARGS, INSTALL_CHROMIUM
 from ..control_plane import APPROVER, OPERATOR, add_version, make_user
 from ..live_fleet import answer, serve
 from ..processes import ROOT, wait_until
@@ -36,17 +36,6 @@ from ..workers import start_console
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
 T = TypeVar("T")
-CHROMIUM = Path("/usr/bin/chromium")
-INSTALL_CHROMIUM = "install chromium: apt-get install chromium (/usr/bin/chromium is missing)"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 PASSWORD = "correct horse battery staple"
 # Long enough that the request is still running when the route flips under load.
