@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -200,6 +203,37 @@ def test_memory_counts_a_big_array_the_model_holds():
 def test_memory_is_larger_for_a_model_holding_a_big_array():
     small = load(python_spec("doubler")).memory_bytes
     assert load(python_spec("fifty_megabytes")).memory_bytes > small
+
+
+FIRST_LOAD = """
+import json, sys
+from swaps.engine.runtimes import load
+from swaps.engine.spec import VersionSpec
+model = load(VersionSpec.from_dict(json.loads(sys.argv[1])))
+print(json.dumps({"memory": model.memory_bytes, "onnxruntime": "onnxruntime" in sys.modules}))
+"""
+
+
+@pytest.fixture(scope="module")
+def first_sklearn_load(iris_specs) -> dict:
+    """iris 1 loaded by a fresh interpreter: what it was charged, what it imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_LOAD, json.dumps(iris_specs["1"].as_dict())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_the_first_sklearn_version_is_not_charged_for_scikit_learn_itself(first_sklearn_load):
+    # Imported inside the measurement, scikit-learn's own code counted 115 MB.
+    assert first_sklearn_load["memory"] < 40 * 2**20
+
+
+def test_a_process_that_loads_no_onnx_version_never_imports_onnx_runtime(first_sklearn_load):
+    assert first_sklearn_load["onnxruntime"] is False
 
 
 def test_load_time_is_recorded(iris_models):
