@@ -2,7 +2,7 @@
 
 For each fleet size it starts that many real replica processes (`python -m swaps.replica`,
 the replicas' default heartbeat of 0.5 s and TTL of 3 s) against a private redis-server,
-serving only the `sleepy` demo model (a Python callable: no model weights to load, so
+serving only the gated test model `held` (a Python callable: no model weights to load, so
 16 replicas fit on a small machine; the sync loop, reports and acks are the real ones),
 and measures:
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import sys
 import tempfile
@@ -41,17 +42,16 @@ sys.path.insert(0, str(ROOT))  # the process helpers live in tests/
 import httpx  # noqa: E402
 import redis  # noqa: E402
 
-from swaps.demo_models import sleepy_spec  # noqa: E402
 from swaps.engine.fleet import Fleet  # noqa: E402
+from tests.fleet_models import gate_key, gated_spec  # noqa: E402
 from tests.processes import (  # noqa: E402
     ReplicaProcess,
     start_redis,
     start_replicas,
 )
 
-MODEL = "sleepy"
+MODEL = "held"
 HEARTBEAT_INTERVAL, HEARTBEAT_TTL = 0.5, 3.0  # the replicas' defaults (settings.py)
-BUSY_SECONDS = 1.0  # how long each request held in flight for the busy drain runs
 
 
 @dataclass
@@ -108,7 +108,7 @@ async def measure_size(
     replicas: list[ReplicaProcess] = []
     try:
         for version in ("1", "2"):
-            await fleet.publish_spec(sleepy_spec(version=version))
+            await fleet.publish_spec(gated_spec(model_id=MODEL, version=version))
         replicas = start_replicas(
             count,
             namespace=namespace,
@@ -171,8 +171,9 @@ async def _busy_drain(
 ) -> tuple[float, str]:
     """One request in flight on `active` per replica; flip away; drain-seen lag (ms)."""
     answered: list[float] = []
-    body = {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP32",
-                        "data": [BUSY_SECONDS]}]}  # fmt: skip
+    # Every replica's request waits on one gate, opened for all of them after the flip.
+    gate = random.randrange(1, 2**24)
+    body = {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [gate]}]}
 
     async def hold(client: httpx.AsyncClient, replica: ReplicaProcess) -> None:
         response = await client.post(f"{replica.url}/v2/models/{MODEL}/infer", json=body)
@@ -188,6 +189,7 @@ async def _busy_drain(
         )
         other = "2" if active == "1" else "1"
         await fleet.router.flip(MODEL, other)
+        await fleet.redis.rpush(gate_key(fleet.keys.namespace, gate), *[1] * len(replicas))
         remaining = await fleet.inflight.wait_drained(MODEL, active, timeout=30)
         seen = time.perf_counter()
         await asyncio.gather(*holding)

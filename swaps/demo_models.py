@@ -4,8 +4,6 @@
 - `iris` 2: RandomForestClassifier converted with skl2onnx, served by ONNX Runtime.
 - `iris` 3: deliberately broken: it answers class probabilities, shape (n, 3) FP32,
   where the version declares labels, shape (-1,) INT64, so its health check fails.
-- `sleepy`: a test helper that holds a request for as many seconds as its input says,
-  so drain tests can keep a request in flight for a controlled time.
 
 Run `python -m swaps.demo_models DIR` to build the iris artifacts into DIR and print
 their specs as JSON.
@@ -14,11 +12,9 @@ their specs as JSON.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,10 +35,8 @@ IRIS_LABELS_SHAPE = (-1,)
 IRIS_LABELS_DTYPE = "INT64"
 # Generous for a model of a few kilobytes, yet a limit a runaway load would hit.
 MEMORY_LIMIT_BYTES = 200 * 2**20
-SLEEP_CAP_SECONDS = 30.0
 # Spelled out: under `python -m` this module's __name__ is "__main__".
 BROKEN_IRIS_FACTORY = "swaps.demo_models:broken_iris"
-SLEEPY_FACTORY = "swaps.demo_models:sleepy"
 
 
 def build_demo_models(directory: Path) -> list[VersionSpec]:
@@ -82,35 +76,6 @@ def broken_iris() -> Callable[[np.ndarray], np.ndarray]:
     features, labels = _iris()
     model = LogisticRegression(max_iter=1000).fit(features, labels)
     return model.predict_proba
-
-
-def sleepy() -> Callable[[np.ndarray], np.ndarray]:
-    """Factory of the sleepy helper: sleep for the batch's largest value, then echo it."""
-    return _sleep_then_echo
-
-
-def sleepy_spec(*, model_id: str = "sleepy", version: str = "1") -> VersionSpec:
-    tensor = TensorSpec("input-0", "FP32", (-1, 1))
-    return VersionSpec(
-        model_id=model_id,
-        version=version,
-        runtime="python",
-        artifact=SLEEPY_FACTORY,
-        sample_input=[[0.0]],  # the health check must not wait
-        expected_output_shape=(-1, 1),
-        expected_output_dtype="FP32",
-        memory_limit_bytes=MEMORY_LIMIT_BYTES,
-        inputs=(tensor,),
-        outputs=(TensorSpec("output-0", "FP32", (-1, 1)),),
-    )
-
-
-def _sleep_then_echo(batch: np.ndarray) -> np.ndarray:
-    batch = np.asarray(batch, dtype=np.float32)
-    longest = float(batch.max()) if batch.size else 0.0
-    if math.isfinite(longest) and longest > 0:
-        time.sleep(min(longest, SLEEP_CAP_SECONDS))
-    return batch
 
 
 def _iris_spec(*, version: str, runtime: str, artifact: str) -> VersionSpec:

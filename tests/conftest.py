@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from swaps.demo_models import build_demo_models, sleepy_spec
+from swaps.demo_models import build_demo_models
 from swaps.engine.fleet import Fleet
 from swaps.engine.runtimes import RuntimeModel, load
 from swaps.engine.spec import VersionSpec
 
+from .fleet_models import gated_spec
 from .processes import ReplicaProcess, drop_namespace, start_replica
 
 NO_REDIS_MESSAGE = (
@@ -80,7 +81,7 @@ GATEWAY_MAX_BODY_BYTES = 64 * 1024
 
 @pytest.fixture(scope="module")
 def gateway_replica(redis_url, iris_specs, tmp_path_factory) -> Iterator[ReplicaProcess]:
-    """One replica process serving iris 1 (active) and 2 (loaded, pinned only) and sleepy 1.
+    """One replica process serving iris 1 (active) and 2 (loaded, pinned only) and held 1.
 
     Version 3 of iris is registered but never loaded. Bodies over 64 KiB are refused.
     """
@@ -95,11 +96,11 @@ def gateway_replica(redis_url, iris_specs, tmp_path_factory) -> Iterator[Replica
     async def deploy() -> None:
         fleet = Fleet.from_url(redis_url, namespace=namespace)
         try:
-            for spec in [*iris_specs.values(), sleepy_spec()]:
+            for spec in [*iris_specs.values(), gated_spec()]:
                 await fleet.publish_spec(spec)
             swapper = fleet.swapper()
             await swapper.deploy("iris", "1")
-            await swapper.deploy("sleepy", "1")
+            await swapper.deploy("held", "1")
             await fleet.versions.load("iris", "2")
         finally:
             await fleet.redis.aclose()

@@ -19,10 +19,10 @@ from django.test import Client
 from django.utils import timezone
 
 from swaps import fleet_state, jobs, swapping
-from swaps.demo_models import sleepy_spec
 from swaps.engine.results import HealthCheckResult
 from swaps.engine.spec import VersionSpec
 from swaps.models import ModelVersion, ServedModel, Swap
+from tests.fleet_models import gated_spec
 
 from .local_engine import LocalEngine
 
@@ -48,7 +48,7 @@ def control_plane(settings, redis_url: str, redis_namespace: str) -> Iterator[st
 
 @pytest.fixture
 def engine(control_plane: str, iris_specs: dict[str, VersionSpec]) -> Iterator[LocalEngine]:
-    local = LocalEngine([*iris_specs.values(), sleepy_spec()])
+    local = LocalEngine([*iris_specs.values(), gated_spec()])
     with fleet_state.use_engine(local.open):
         yield local
 

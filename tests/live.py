@@ -18,26 +18,28 @@ from swaps import fleet_state
 from swaps.models import AuditEntry, ServedModel, Swap
 
 from .control_plane import add_version
+from .fleet_models import HOLD_CAP_SECONDS, Gate
 from .processes import Process, ReplicaProcess, wait_until
 
 IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
 
 
-def infer_body(model: str, *, seconds: float = 0.0) -> dict:
-    """A one-row V2 request: sleepy holds it for `seconds`; anything else gets an iris row."""
-    if model.startswith("sleepy"):
-        row = {"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [seconds]}
-    else:
-        row = IRIS_ROW
-    return {"inputs": [row]}
+def infer_body(model: str, *, gate: Gate | None = None) -> dict:
+    """A one-row V2 request: to the gated model `held` (held until `gate` opens, if one is
+    given), or an iris row for anything else."""
+    if gate is not None:
+        return gate.body()
+    if model.startswith("held"):
+        return {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [0]}]}
+    return {"inputs": [IRIS_ROW]}
 
 
-def answer(replica: ReplicaProcess, model: str, *, seconds: float = 0.0) -> dict:
+def answer(replica: ReplicaProcess, model: str, *, gate: Gate | None = None) -> dict:
     """The replica's V2 answer for `model` as a dict, or {} if it did not answer 200."""
     response = httpx.post(
         f"{replica.url}/v2/models/{model}/infer",
-        json=infer_body(model, seconds=seconds),
-        timeout=60,
+        json=infer_body(model, gate=gate),
+        timeout=HOLD_CAP_SECONDS + 10,
     )
     return response.json() if response.status_code == 200 else {}
 
@@ -219,23 +221,47 @@ class Traffic:
 
 
 class Held:
-    """One request the replica holds for `seconds` (sleepy), sent from a thread."""
+    """One request the replica holds until the test calls `release()`, sent from a thread.
 
-    def __init__(self, replica: ReplicaProcess, *, seconds: float, model: str = "sleepy") -> None:
+    It goes to the gated model (tests/fleet_models.py) through the replica's own Redis
+    and namespace, so it stays in flight exactly as long as the test needs.
+    """
+
+    def __init__(self, replica: ReplicaProcess, *, model: str = "held") -> None:
         self.replica = replica
+        self.gate = Gate(replica.redis_url, replica.namespace)
         self.result: dict = {}
         self.error = ""
-        self._thread = threading.Thread(target=self._send, args=(model, seconds), daemon=True)
+        self._thread = threading.Thread(target=self._send, args=(model,), daemon=True)
         self._thread.start()
 
-    def _send(self, model: str, seconds: float) -> None:
+    def _send(self, model: str) -> None:
         try:
-            self.result = answer(self.replica, model, seconds=seconds)
+            response = httpx.post(
+                f"{self.replica.url}/v2/models/{model}/infer",
+                json=self.gate.body(),
+                timeout=HOLD_CAP_SECONDS + 10,
+            )
         except Exception as exc:  # recorded: the test decides whether it may fail
             self.error = f"{type(exc).__name__}: {exc}"
+            return
+        if response.status_code == 200:
+            self.result = response.json()
+        else:
+            self.error = f"{response.status_code}: {response.text[:300]}"
+
+    def release(self) -> None:
+        self.gate.release()
+
+    def join(self, timeout: float = 90.0) -> None:
+        """Wait for the request to end (release it first, or kill its replica)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the held request is still running"
 
     def outcome(self, timeout: float = 90.0) -> dict:
-        self._thread.join(timeout)
+        """The answer, once the request ended; one that ended without a 200 fails the test."""
+        self.join(timeout)
+        assert self.result, f"the held request failed: {self.error}"
         return self.result
 
 

@@ -77,6 +77,7 @@ class ReplicaProcess(Process):
     port: int = 0
     replica_id: str = ""
     namespace: str = ""
+    redis_url: str = ""
     url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -149,7 +150,12 @@ def spawn_replica(
             stderr=subprocess.STDOUT,
         )
     return ReplicaProcess(
-        popen=popen, log_path=log_path, port=port, replica_id=replica_id, namespace=namespace
+        popen=popen,
+        log_path=log_path,
+        port=port,
+        replica_id=replica_id,
+        namespace=namespace,
+        redis_url=redis_url,
     )
 
 

@@ -38,7 +38,7 @@ class Endpoint:
 VERSION_BODY = {
     "version": "9",
     "runtime": "python",
-    "artifact": "swaps.demo_models:sleepy",
+    "artifact": "tests.fleet_models:gated",
     "sample_input": [[0.0]],
     "expected_output_shape": [-1, 1],
     "expected_output_dtype": "FP32",

@@ -7,24 +7,19 @@ queue and database. Requests go through the API as alice and bob would send them
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from swaps.demo_models import sleepy_spec
+from swaps import leases
 from swaps.models import ServedModel, Swap
 
 from .control_plane import client_for, post_json
-from .live import audit_trail, finished, pending, route
+from .fleet_models import gated_spec
+from .live import Held, audit_trail, finished, pending, route
 from .live_fleet import answer, serve
 from .processes import wait_until
 from .workers import start_worker
 
 pytestmark = [pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
-
-# Long enough to be sure the worker dies while the request still runs, short enough
-# that the drain the recovery resumes ends soon after.
-HELD_SECONDS = 12.0
 
 
 @pytest.fixture
@@ -33,8 +28,8 @@ def iris(replica, iris_specs, db) -> ServedModel:
 
 
 @pytest.fixture
-def sleepy(replica, db) -> ServedModel:
-    return serve("sleepy", [sleepy_spec(version="1"), sleepy_spec(version="2")], replica)
+def held_model(replica, db) -> ServedModel:
+    return serve("held", [gated_spec(version="1"), gated_spec(version="2")], replica)
 
 
 def test_a_swap_goes_from_the_api_to_completed_through_a_real_worker(alice, iris, replica, worker):
@@ -93,17 +88,13 @@ def test_an_approval_gated_rollback_goes_from_the_api_to_completed(
 
 
 def test_a_worker_killed_mid_drain_is_recovered_by_the_next_worker(
-    alice, sleepy, replica, worker, tmp_path
+    alice, held_model, replica, worker, tmp_path
 ):
-    held: dict = {}
-    holder = threading.Thread(
-        target=lambda: held.update(answer(replica, "sleepy", seconds=HELD_SECONDS))
-    )
-    holder.start()
-    wait_until(lambda: pending("sleepy", "1") == 1, timeout=30, what="a request in flight")
+    held = Held(replica)
+    wait_until(lambda: pending("held", "1") == 1, timeout=30, what="a request in flight")
 
     swap_id = post_json(
-        client_for(alice), "/api/models/sleepy/swaps", {"from_version": "1", "to_version": "2"}
+        client_for(alice), "/api/models/held/swaps", {"from_version": "1", "to_version": "2"}
     ).json()["id"]
     wait_until(
         lambda: Swap.objects.get(pk=swap_id).state == "draining",
@@ -116,17 +107,30 @@ def test_a_worker_killed_mid_drain_is_recovered_by_the_next_worker(
 
     successor = start_worker(tmp_path, name="successor", HOTSWAP_DRAIN_TIMEOUT="60")
     try:
+        # The recovery note is written before the successor takes the runner's lease (the
+        # dead runner's lapsed first, or the sweep would not have called it orphaned).
+        wait_until(
+            lambda: recovered(Swap.objects.get(pk=swap_id)) and leases.leased_swaps([swap_id]),
+            timeout=60,
+            what="the successor to take the swap over",
+        )
+        assert Swap.objects.get(pk=swap_id).state == "draining"  # it waits for the request
+        held.release()
         swap = finished(swap_id, successor)
     finally:
         successor.stop()
-    holder.join(timeout=60)
 
-    sleepy.refresh_from_db()
-    assert (swap.state, swap.requests_drained, swap.requests_remaining) == ("completed", 1, 0)
-    assert any(
+    held_model.refresh_from_db()
+    assert (swap.state, swap.requests_remaining) == ("completed", 0)
+    assert recovered(swap)
+    assert held_model.active_version.version == route("held") == "2"
+    assert answer(replica, "held")["model_version"] == "2"
+    # The request running at the flip was never cut off.
+    assert held.outcome()["model_version"] == "1"
+    assert ("sweep", "recover", "accepted") in audit_trail("held")
+
+
+def recovered(swap: Swap) -> bool:
+    return any(
         t.message.startswith("recovered after its runner stopped") for t in swap.transitions.all()
     )
-    assert sleepy.active_version.version == route("sleepy") == "2"
-    assert answer(replica, "sleepy")["model_version"] == "2"
-    assert held["model_version"] == "1"  # the request running at the flip was never cut off
-    assert ("sweep", "recover", "accepted") in audit_trail("sleepy")

@@ -8,20 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swaps import demo_models
-from swaps.demo_models import build_demo_models, sleepy_spec
-from swaps.engine.health import probe
+from swaps.demo_models import build_demo_models
 from swaps.engine.runtimes import load
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def slept(monkeypatch):
-    """The seconds each call to the sleepy model slept for (without sleeping)."""
-    seconds: list[float] = []
-    monkeypatch.setattr(demo_models.time, "sleep", seconds.append)
-    return seconds
 
 
 def test_builds_three_iris_versions(iris_specs):
@@ -98,34 +88,3 @@ def test_command_without_a_folder_prints_usage():
         2,
         "usage: python -m swaps.demo_models DIR",
     )
-
-
-def test_sleepy_version_is_healthy():
-    spec = sleepy_spec()
-    assert probe(spec=spec, model=load(spec)).healthy
-
-
-def test_sleepy_spec_takes_its_ids():
-    spec = sleepy_spec(model_id="slow", version="4")
-    assert (spec.model_id, spec.version) == ("slow", "4")
-
-
-def test_sleepy_holds_a_request_for_its_largest_value(slept):
-    load(sleepy_spec()).predict({"input-0": np.array([[0.25], [1.5]], dtype=np.float32)})
-    assert slept == [1.5]
-
-
-def test_sleepy_caps_its_sleep_at_thirty_seconds(slept):
-    load(sleepy_spec()).predict({"input-0": np.array([[3600.0]], dtype=np.float32)})
-    assert slept == [30.0]
-
-
-def test_sleepy_does_not_sleep_for_zero(slept):
-    load(sleepy_spec()).predict({"input-0": np.array([[0.0]], dtype=np.float32)})
-    assert slept == []
-
-
-def test_sleepy_echoes_its_input(slept):
-    batch = np.array([[0.5], [2.0]], dtype=np.float32)
-    echoed = load(sleepy_spec()).predict({"input-0": batch})["output-0"]
-    assert echoed.tolist() == batch.tolist()

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from swaps.demo_models import sleepy_spec
 from swaps.engine.errors import FleetUnavailable, UnhealthyVersion
 from swaps.engine.fleet import Fleet
 from swaps.engine.hotswapper import ModelHotSwapper, SwapPolicy
 from swaps.engine.reports import ReplicaReport
 from swaps.engine.results import SwapState, utcnow
 from tests.engine.conftest import Transitions
+from tests.fleet_models import Gate, gated_spec
 
 from .processes import (
     RedisProcess,
@@ -36,13 +36,13 @@ IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1
 HEARTBEAT_TTL = 2.5
 
 
-def sleep_request(seconds: float) -> dict:
-    return {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [seconds]}]}
+def quick_request() -> dict:
+    return {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [0]}]}
 
 
 @pytest.fixture
 def fleet_specs(iris_specs):
-    return [*iris_specs.values(), sleepy_spec(version="1"), sleepy_spec(version="2")]
+    return [*iris_specs.values(), gated_spec(version="1"), gated_spec(version="2")]
 
 
 async def make_fleet(redis_url: str, redis_namespace: str, specs) -> Fleet:
@@ -84,7 +84,7 @@ async def serving(fleet: Fleet, transitions: Transitions) -> ModelHotSwapper:
         policy=SwapPolicy(drain_timeout=60, keep_warm=60, status_interval=0.05),
         on_change=transitions,
     )
-    for model in ("iris", "sleepy"):
+    for model in ("iris", "held"):
         deployed = await swapper.deploy(model, "1")
         assert deployed.success, deployed.message
     transitions.seen.clear()
@@ -189,14 +189,17 @@ async def test_the_flip_returns_once_every_replica_applied_the_new_epoch(swapper
 
 
 async def test_a_request_running_at_the_flip_finishes_on_the_old_version(
-    swapper, fleet, replicas, transitions
+    swapper, fleet, replicas, transitions, redis_url, redis_namespace
 ):
+    gate = Gate(redis_url, redis_namespace)
     async with httpx.AsyncClient() as client:
-        held = asyncio.create_task(infer(client, replicas[0], "sleepy", sleep_request(5)))
-        await until(lambda: fleet.inflight.pending("sleepy", "1"), equals=1)
-        swap = asyncio.create_task(swapper.swap_version("sleepy", "1", "2"))
+        held = asyncio.create_task(infer(client, replicas[0], "held", gate.body()))
+        await until(lambda: fleet.inflight.pending("held", "1"), equals=1)
+        swap = asyncio.create_task(swapper.swap_version("held", "1", "2"))
         draining = await transitions.wait_for(SwapState.DRAINING, timeout=30)
-        meanwhile = await infer(client, replicas[0], "sleepy", sleep_request(0))
+        meanwhile = await infer(client, replicas[0], "held", quick_request())
+        assert not swap.done()  # the drain waits for the held request
+        gate.release()
         finished = await held
         result = await swap
 
@@ -208,16 +211,17 @@ async def test_a_request_running_at_the_flip_finishes_on_the_old_version(
 
 
 async def test_killing_a_replica_mid_drain_does_not_hang_the_swap(
-    swapper, fleet, replicas, transitions
+    swapper, fleet, replicas, transitions, redis_url, redis_namespace
 ):
     doomed, survivor = replicas
+    gate = Gate(redis_url, redis_namespace)  # never released: only the kill ends the request
     async with httpx.AsyncClient() as client:
-        held = asyncio.create_task(infer(client, doomed, "sleepy", sleep_request(30)))
-        await until(lambda: fleet.inflight.pending("sleepy", "1"), equals=1)
-        swap = asyncio.create_task(swapper.swap_version("sleepy", "1", "2"))
+        held = asyncio.create_task(infer(client, doomed, "held", gate.body()))
+        await until(lambda: fleet.inflight.pending("held", "1"), equals=1)
+        swap = asyncio.create_task(swapper.swap_version("held", "1", "2"))
         await transitions.wait_for(SwapState.DRAINING, timeout=30)
         doomed.kill()
-        async with asyncio.timeout(15):  # a deadline, far below the held request's 30 s
+        async with asyncio.timeout(15):  # a deadline, far below the 60 s drain timeout
             result = await swap
         with pytest.raises(httpx.TransportError):
             await held
@@ -313,7 +317,7 @@ async def test_replicas_keep_routes_when_redis_restarts_empty_until_republished(
     assert await answering_versions(replicas) == {"2"}
 
     await fleet.republish(
-        specs=fleet_specs, routes={"iris": ("2", ["1", "2"]), "sleepy": ("1", ["1"])}
+        specs=fleet_specs, routes={"iris": ("2", ["1", "2"]), "held": ("1", ["1"])}
     )
     result = await swapper.rollback_version("iris", "1")
 

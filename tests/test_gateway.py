@@ -1,7 +1,7 @@
 """The V2 protocol on a real replica process, as V2 clients use it.
 
 The replica (`gateway_replica`, conftest.py) serves iris 1 (active), iris 2 (loaded,
-reachable pinned) and sleepy 1; iris 3 is registered but not loaded.
+reachable pinned) and held 1; iris 3 is registered but not loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 from swaps.engine.fleet_keys import FleetKeys
 from swaps.engine.reports import ReplicaReport
 
+from .fleet_models import Gate
 from .processes import wait_until
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]  # a setosa: class 0
@@ -230,19 +231,20 @@ def test_triton_client_reports_our_error_message(triton_client):
 
 
 def test_health_and_other_models_answer_while_a_model_is_busy(gateway_replica, url, redis_url):
-    body = {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [3]}]}
+    gate = Gate(redis_url, gateway_replica.namespace)
     with ThreadPoolExecutor(1) as pool:
-        held = pool.submit(httpx.post, f"{url}/v2/models/sleepy/infer", json=body, timeout=30)
+        held = pool.submit(httpx.post, f"{url}/v2/models/held/infer", json=gate.body(), timeout=30)
         wait_until(
-            lambda: in_flight(gateway_replica, redis_url, "sleepy") == 1,
+            lambda: in_flight(gateway_replica, redis_url, "held") == 1,
             timeout=10,
-            what="the sleepy request to reach the model",
+            what="the held request to reach the model",
         )
 
         live = httpx.get(f"{url}/v2/health/live")
         iris = post(url, "/v2/models/iris/infer")
 
         assert not held.done()
+        gate.release()
         assert live.status_code == 200
         assert iris.json()["model_version"] == "1"
         assert held.result().json()["model_version"] == "1"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from swaps.demo_models import sleepy_spec
 from swaps.engine.fleet_keys import redis_client
 from swaps.replica import Replica
+from tests.fleet_models import gated_spec
 
 
 @pytest.fixture
@@ -23,9 +23,9 @@ async def replica(redis_url, redis_namespace):
         drain_report_interval=0.05,
     )
     for version in ("1", "2"):
-        replica.versions.register(sleepy_spec(version=version))
-        await replica.versions.load("sleepy", version)
-    replica.router.apply("sleepy", "1", 1)
+        replica.versions.register(gated_spec(version=version))
+        await replica.versions.load("held", version)
+    replica.router.apply("held", "1", 1)
     yield replica
     await replica.stop()
     await replica.redis.aclose()
@@ -37,24 +37,24 @@ async def test_an_idle_replica_reports_once_a_heartbeat(replica):
 
 
 async def test_a_replica_reports_soon_while_a_request_drains(replica):
-    replica.dispatcher.begin("sleepy")
-    replica.router.apply("sleepy", "2", 2)
+    replica.dispatcher.begin("held")
+    replica.router.apply("held", "2", 2)
     await replica.sync_now()
     assert replica.next_report_delay() == 0.05
 
 
 async def test_a_drain_that_ends_just_after_a_report_is_reported_soon(replica):
-    chosen, _ = replica.dispatcher.begin("sleepy")
-    replica.router.apply("sleepy", "2", 2)
+    chosen, _ = replica.dispatcher.begin("held")
+    replica.router.apply("held", "2", 2)
     await replica.sync_now()  # reports one request in flight on version 1
-    replica.dispatcher.end("sleepy", chosen)
+    replica.dispatcher.end("held", chosen)
     assert replica.next_report_delay() == 0.05
 
 
 async def test_after_reporting_the_drain_done_the_replica_reports_once_a_heartbeat(replica):
-    chosen, _ = replica.dispatcher.begin("sleepy")
-    replica.router.apply("sleepy", "2", 2)
+    chosen, _ = replica.dispatcher.begin("held")
+    replica.router.apply("held", "2", 2)
     await replica.sync_now()
-    replica.dispatcher.end("sleepy", chosen)
+    replica.dispatcher.end("held", chosen)
     await replica.sync_now()  # reports none in flight
     assert replica.next_report_delay() == 0.5

@@ -13,7 +13,6 @@ starts the record afresh).
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -24,11 +23,12 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from swaps import fleet_state
-from swaps.demo_models import sleepy_spec
 from swaps.models import ServedModel
+from tests.fleet_models import gated_spec
 
 from ..chromium import CHROMIUM, CHROMIUM_ARGS, INSTALL_CHROMIUM
 from ..control_plane import APPROVER, OPERATOR, add_version, make_user
+from ..live import Held
 from ..live_fleet import answer, serve
 from ..processes import ROOT, wait_until
 from ..workers import start_console
@@ -38,8 +38,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.django_db(tran
 T = TypeVar("T")
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 PASSWORD = "correct horse battery staple"
-# Long enough that the request is still running when the route flips under load.
-HELD_SECONDS = 15.0
 WAIT_MS = 90_000
 
 RECORDER = """
@@ -111,28 +109,28 @@ def off_the_loop(function: Callable[[], T]) -> T:
 
 
 @pytest.fixture
-def sleepy(replica, db) -> ServedModel:
-    """sleepy 1 serving, 2 registered: a request to it sleeps for its input, in seconds."""
-    specs = [sleepy_spec(version="1"), sleepy_spec(version="2")]
-    return off_the_loop(lambda: serve("sleepy", specs, replica))
+def held_model(replica, db) -> ServedModel:
+    """held 1 serving, 2 registered: a request to it sleeps for its input, in seconds."""
+    specs = [gated_spec(version="1"), gated_spec(version="2")]
+    return off_the_loop(lambda: serve("held", specs, replica))
 
 
 @pytest.fixture
 def rolled_forward(replica, db) -> ServedModel:
-    """sleepy 2 serving after 1 (a rollback target); rollbacks need approval."""
+    """held 2 serving after 1 (a rollback target); rollbacks need approval."""
     return off_the_loop(lambda: _rolled_forward(replica))
 
 
 def _rolled_forward(replica) -> ServedModel:
-    served = ServedModel.objects.create(name="sleepy", rollback_requires_approval=True)
+    served = ServedModel.objects.create(name="held", rollback_requires_approval=True)
     before = timezone.now() - timezone.timedelta(minutes=5)
-    add_version(served, sleepy_spec(version="1"), first_served_at=before)
+    add_version(served, gated_spec(version="1"), first_served_at=before)
     served.active_version = add_version(
-        served, sleepy_spec(version="2"), first_served_at=timezone.now()
+        served, gated_spec(version="2"), first_served_at=timezone.now()
     )
     served.save()
     fleet_state.republish_from_database()
-    wait_until(lambda: answer(replica, "sleepy").get("model_version") == "2", timeout=60, what="2")
+    wait_until(lambda: answer(replica, "held").get("model_version") == "2", timeout=60, what="2")
     return served
 
 
@@ -160,24 +158,13 @@ def open_live(page: Page, url: str) -> Page:
     return page
 
 
-def hold_request(replica) -> dict:
-    """Send a slow request to sleepy's active version in the background."""
-    held: dict = {}
-    thread = threading.Thread(
-        target=lambda: held.update(answer(replica, "sleepy", seconds=HELD_SECONDS)), daemon=True
-    )
-    thread.start()
-    held["thread"] = thread
-    return held
-
-
 def start_swap_in(page: Page) -> None:
     page.get_by_label("To version").select_option("2")
     page.get_by_role("button", name="Start swap").click()
 
 
 def version_1_row(page: Page):
-    return page.locator('[id="pending-sleepy"] tr[data-version="1"]')
+    return page.locator('[id="pending-held"] tr[data-version="1"]')
 
 
 def inflight_on_version_1(page: Page):
@@ -185,15 +172,19 @@ def inflight_on_version_1(page: Page):
 
 
 def test_a_swap_shows_swapping_draining_and_completed_without_a_reload(
-    browser, console, worker, replica, sleepy, alice
+    browser, console, worker, replica, held_model, alice
 ):
-    page = open_live(signed_in(browser, console, alice), f"{console.url}/models/sleepy/")
-    hold_request(replica)
+    page = open_live(signed_in(browser, console, alice), f"{console.url}/models/held/")
+    held = Held(replica)
     expect(inflight_on_version_1(page)).to_have_attribute("data-inflight", "1", timeout=WAIT_MS)
 
     start_swap_in(page)
+    expect(page.locator("#swap-state-held")).to_have_attribute(
+        "data-state", "draining", timeout=WAIT_MS
+    )
+    held.release()
 
-    expect(page.locator("#swap-state-sleepy")).to_have_attribute(
+    expect(page.locator("#swap-state-held")).to_have_attribute(
         "data-state", "completed", timeout=WAIT_MS
     )
     states = page.evaluate("window.__record.states")
@@ -206,11 +197,11 @@ def test_a_swap_shows_swapping_draining_and_completed_without_a_reload(
 
 
 def test_the_old_versions_pending_count_counts_down_to_zero_on_the_dashboard(
-    browser, console, worker, replica, sleepy, alice
+    browser, console, worker, replica, held_model, alice
 ):
-    operator_page = open_live(signed_in(browser, console, alice), f"{console.url}/models/sleepy/")
+    operator_page = open_live(signed_in(browser, console, alice), f"{console.url}/models/held/")
     dashboard = open_live(signed_in(browser, console, alice), f"{console.url}/")
-    held = hold_request(replica)
+    held = Held(replica)
     expect(inflight_on_version_1(dashboard)).to_have_attribute(
         "data-inflight", "1", timeout=WAIT_MS
     )
@@ -220,27 +211,27 @@ def test_the_old_versions_pending_count_counts_down_to_zero_on_the_dashboard(
     dashboard.wait_for_function("window.__record.pendingWhileDraining", timeout=WAIT_MS)
     expect(version_1_row(dashboard).locator(".role")).to_have_text("draining", timeout=WAIT_MS)
     dashboard.screenshot(path=SCREENSHOTS / "dashboard-mid-drain.png", full_page=True)
-    expect(dashboard.locator("#swap-state-sleepy")).to_have_attribute(
+    held.release()
+    expect(dashboard.locator("#swap-state-held")).to_have_attribute(
         "data-state", "completed", timeout=WAIT_MS
     )
     expect(inflight_on_version_1(dashboard)).to_have_attribute(
         "data-inflight", "0", timeout=WAIT_MS
     )
     dashboard.screenshot(path=SCREENSHOTS / "dashboard-completed.png", full_page=True)
-    held["thread"].join(timeout=60)
-    assert held["model_version"] == "1"  # the draining request was never cut off
+    assert held.outcome()["model_version"] == "1"  # the draining request was never cut off
 
 
 def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_version(
     browser, console, worker, replica, rolled_forward, alice, bob
 ):
-    model_page = open_live(signed_in(browser, console, alice), f"{console.url}/models/sleepy/")
+    model_page = open_live(signed_in(browser, console, alice), f"{console.url}/models/held/")
     model_page.get_by_label("Reason").fill("version 2 answers too slowly")
     model_page.get_by_role("button", name="Roll back to 1").click()
-    expect(model_page.locator("#rollback-sleepy")).to_contain_text("waiting for approval")
+    expect(model_page.locator("#rollback-held")).to_contain_text("waiting for approval")
     # The push of the new request lands while the form waits for its answer: the answer
     # (its notice) must still reach the section, and the reason must not be reused.
-    expect(model_page.locator("#rollback-sleepy .notice")).to_contain_text("requested")
+    expect(model_page.locator("#rollback-held .notice")).to_contain_text("requested")
     expect(model_page.get_by_label("Reason")).to_have_value("")
 
     own_queue = open_live(model_page.context.new_page(), f"{console.url}/approvals/")
@@ -252,18 +243,18 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
     queue = open_live(signed_in(browser, console, bob), f"{console.url}/approvals/")
     queue.get_by_role("button", name="Approve rollback").click()
 
-    expect(model_page.locator("#swap-state-sleepy [data-served]")).to_have_attribute(
+    expect(model_page.locator("#swap-state-held [data-served]")).to_have_attribute(
         "data-served", "1", timeout=WAIT_MS
     )
-    serving_tag = model_page.locator("#versions-sleepy th:has(.tag)")
+    serving_tag = model_page.locator("#versions-held th:has(.tag)")
     expect(serving_tag).to_have_text("1 serving", timeout=WAIT_MS)  # no reload needed
     model_page.screenshot(path=SCREENSHOTS / "model-after-rollback.png", full_page=True)
-    assert answer(replica, "sleepy")["model_version"] == "1"
+    assert answer(replica, "held")["model_version"] == "1"
 
 
-def test_the_dashboard_reads_on_a_phone(browser, console, sleepy, alice):
+def test_the_dashboard_reads_on_a_phone(browser, console, held_model, alice):
     page = open_live(signed_in(browser, console, alice, width=360), f"{console.url}/")
-    expect(page.locator("#pending-sleepy table")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#pending-held table")).to_be_visible(timeout=WAIT_MS)
 
     page.screenshot(path=SCREENSHOTS / "dashboard-phone.png", full_page=True)
     scroll_width = page.evaluate("document.documentElement.scrollWidth")

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from swaps.demo_models import sleepy_spec
 from swaps.models import ServedModel
+from tests.fleet_models import gated_spec
 from tests.processes import ReplicaProcess, start_replicas
 from tests.workers import WorkerProcess, start_worker
 
@@ -83,12 +83,12 @@ def worker(start_workers) -> WorkerProcess:
 
 
 @pytest.fixture
-def sleepy(replicas, db) -> ServedModel:
-    """Model sleepy on every replica: version 1 serving, 2 registered."""
+def held_model(replicas, db) -> ServedModel:
+    """Model held on every replica: version 1 serving, 2 registered."""
     # Imported here: tests.live needs the control-plane plugin, loaded after conftests.
     from tests.live import serve
 
-    return serve("sleepy", [sleepy_spec(version="1"), sleepy_spec(version="2")], replicas)
+    return serve("held", [gated_spec(version="1"), gated_spec(version="2")], replicas)
 
 
 @pytest.fixture

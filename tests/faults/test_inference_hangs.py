@@ -15,7 +15,6 @@ from tests.processes import wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
 DRAIN_TIMEOUT = 1.0
-HANG_SECONDS = 8.0
 
 
 @pytest.fixture
@@ -24,25 +23,26 @@ def worker(start_workers):
 
 
 def test_a_request_hanging_past_the_drain_timeout_finishes_after_the_swap_completed(
-    alice, sleepy, replicas, worker
+    alice, held_model, replicas, worker
 ):
-    hung = Held(replicas[0], seconds=HANG_SECONDS)
-    wait_until(lambda: pending("sleepy", "1") == 1, timeout=30, what="a request in flight")
+    hung = Held(replicas[0])  # released only once the swap is over
+    wait_until(lambda: pending("held", "1") == 1, timeout=30, what="a request in flight")
 
-    with Traffic(replicas, model="sleepy") as traffic:
-        swap_id = api_swap(alice, "sleepy", "1", "2")
-        version = settled("sleepy", replicas, worker)
+    with Traffic(replicas, model="held") as traffic:
+        swap_id = api_swap(alice, "held", "1", "2")
+        version = settled("held", replicas, worker)
         # The swap is over; the hung request is still running on version 1.
-        still_running = pending("sleepy", "1")
+        still_running = pending("held", "1")
+    hung.release()
 
     swap = Swap.objects.get(pk=swap_id)
     assert traffic.failures() == {}
     assert (still_running, hung.outcome()["model_version"]) == (1, "1")
     assert (swap.state, swap.requests_remaining) == ("completed", 1)
     assert version == "2"
-    assert audit_trail("sleepy") == [
+    assert audit_trail("held") == [
         ("alice", "start_swap", "accepted"),
         ("alice", "finish", "completed"),
     ]
-    finish = AuditEntry.objects.get(model="sleepy", action="finish")
+    finish = AuditEntry.objects.get(model="held", action="finish")
     assert finish.details["requests_remaining"] == 1

@@ -16,7 +16,7 @@ import pytest
 import redis
 from rq.job import Job
 
-from swaps.demo_models import sleepy_spec
+from tests.fleet_models import gated_spec
 from tests.live import Held, Traffic, answer, pending, route
 from tests.processes import wait_until
 from tests.workers import manage
@@ -25,7 +25,6 @@ from .postgres import start_postgres
 
 pytestmark = pytest.mark.faults
 
-HELD_SECONDS = 6.0
 SETUP = """
 from django.utils import timezone
 from swaps import fleet_state
@@ -34,7 +33,7 @@ from swaps.models import ServedModel
 from tests.control_plane import OPERATOR, add_version, make_user
 
 make_user("alice", OPERATOR)
-served = ServedModel.objects.create(name="sleepy")
+served = ServedModel.objects.create(name="held")
 specs = [VersionSpec.from_dict(spec) for spec in {specs}]
 served.active_version = add_version(served, specs[0], first_served_at=timezone.now())
 add_version(served, specs[1])
@@ -64,7 +63,7 @@ def on_postgres(postgres, live_settings) -> dict[str, str]:
 
 
 def setup_code() -> str:
-    specs = [sleepy_spec(version=v).as_dict() for v in "12"]
+    specs = [gated_spec(version=v).as_dict() for v in "12"]
     return SETUP.format(specs=json.dumps(specs))
 
 
@@ -87,13 +86,13 @@ def test_postgres_stopped_mid_swap_is_recovered_once_it_is_back(
 ):
     replicas = start_fleet(1)
     (replica,) = replicas
-    wait_until(lambda: answer(replica, "sleepy").get("model_version"), timeout=60, what="a route")
+    wait_until(lambda: answer(replica, "held").get("model_version"), timeout=60, what="a route")
     worker = start_workers(**on_postgres)
-    held = Held(replica, seconds=HELD_SECONDS)
-    wait_until(lambda: pending("sleepy", "1") == 1, timeout=30, what="a request in flight")
+    held = Held(replica)
+    wait_until(lambda: pending("held", "1") == 1, timeout=30, what="a request in flight")
 
-    with Traffic(replicas, model="sleepy") as traffic:
-        started = manage("swap", "sleepy", "1", "2", "--user", "alice", "--json", **on_postgres)
+    with Traffic(replicas, model="held") as traffic:
+        started = manage("swap", "held", "1", "2", "--user", "alice", "--json", **on_postgres)
         swap = json.loads(started.stdout)
         wait_until(
             lambda: swap_state(postgres.url, swap["id"]) == "draining",
@@ -101,6 +100,7 @@ def test_postgres_stopped_mid_swap_is_recovered_once_it_is_back(
             what="the swap to drain",
         )
         postgres.stop()
+        held.release()  # the drain ends while the worker has no database
         assert held.outcome()["model_version"] == "1"
         wait_until(
             lambda: job_done(live_settings, swap["rq_job_id"]),
@@ -117,18 +117,18 @@ def test_postgres_stopped_mid_swap_is_recovered_once_it_is_back(
     active = query(
         postgres.url,
         "SELECT v.version FROM swaps_servedmodel m "
-        "JOIN swaps_modelversion v ON v.id = m.active_version_id WHERE m.name = 'sleepy'",
+        "JOIN swaps_modelversion v ON v.id = m.active_version_id WHERE m.name = 'held'",
     )
     trail = query(
         postgres.url,
-        "SELECT actor, action, outcome FROM swaps_auditentry WHERE model = 'sleepy' ORDER BY id",
+        "SELECT actor, action, outcome FROM swaps_auditentry WHERE model = 'held' ORDER BY id",
     )
     assert traffic.failures() == {}
     assert swap_state(postgres.url, swap["id"]) == "completed"
     assert not query(
         postgres.url, "SELECT id FROM swaps_swap WHERE state IN ('pending', 'swapping', 'draining')"
     )
-    assert active[0][0] == route("sleepy") == answer(replica, "sleepy")["model_version"] == "2"
+    assert active[0][0] == route("held") == answer(replica, "held")["model_version"] == "2"
     assert trail == [
         ("alice", "start_swap", "accepted"),
         ("sweep", "recover", "accepted"),

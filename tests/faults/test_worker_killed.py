@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from swaps import leases
-from swaps.demo_models import sleepy_spec
 from swaps.models import ServedModel, Swap
 from tests.control_plane import client_for, post_json
+from tests.fleet_models import GATED_LOAD_FACTORY, Gate, gated_spec
 from tests.live import (
     Held,
     Traffic,
@@ -27,23 +27,22 @@ from tests.live import (
 )
 from tests.processes import wait_until
 
-from .slow import LOAD_SECONDS_VARIABLE, slow_spec
-
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 
-HELD_SECONDS = 5.0
+
+@pytest.fixture
+def load_gate(live_settings):
+    """Version 2's load waits for this gate; released at the end so no load is left hanging."""
+    gate = Gate.for_loads(live_settings.REDIS_URL, live_settings.HOTSWAP_NAMESPACE)
+    yield gate
+    gate.release()
 
 
 @pytest.fixture
-def slow_sleepy(replicas, db) -> ServedModel:
-    """sleepy 1 serving; version 2 takes 5 s to load on a replica."""
-    return serve("sleepy", [sleepy_spec(version="1"), slow_spec(version="2")], replicas)
-
-
-@pytest.fixture
-def replicas(start_fleet, monkeypatch):
-    monkeypatch.setenv(LOAD_SECONDS_VARIABLE, "5")
-    return start_fleet(1)
+def slow_held(replicas, load_gate, db) -> ServedModel:
+    """held 1 serving; version 2's load on a replica waits until `load_gate` opens."""
+    slow = gated_spec(version="2", factory=GATED_LOAD_FACTORY)
+    return serve("held", [gated_spec(version="1"), slow], replicas)
 
 
 def state(swap_id: int) -> str:
@@ -51,25 +50,25 @@ def state(swap_id: int) -> str:
 
 
 def test_a_worker_killed_mid_swap_fails_the_swap_with_routing_untouched(
-    alice, slow_sleepy, replicas, worker, start_workers
+    alice, slow_held, replicas, worker, start_workers
 ):
-    with Traffic(replicas, model="sleepy") as traffic:
-        swap_id = api_swap(alice, "sleepy", "1", "2")
+    with Traffic(replicas, model="held") as traffic:
+        swap_id = api_swap(alice, "held", "1", "2")
         reaches(swap_id, "swapping")
         worker.kill_with_its_work_horse()
         killed_while = state(swap_id)
 
         successor = start_workers("successor")
-        version = settled("sleepy", replicas, successor)
+        version = settled("held", replicas, successor)
 
     swap = Swap.objects.get(pk=swap_id)
     assert killed_while == "swapping"
     assert traffic.failures() == {}
     assert swap.state == "failed"
     # The engine's words or the recovery's, depending on when the worker died: both say it.
-    assert "version 1 still serves model 'sleepy'" in swap.message
+    assert "version 1 still serves model 'held'" in swap.message
     assert version == "1"
-    assert audit_trail("sleepy") == [
+    assert audit_trail("held") == [
         ("alice", "start_swap", "accepted"),
         ("sweep", "recover", "accepted"),
         ("alice", "finish", "failed"),
@@ -77,24 +76,24 @@ def test_a_worker_killed_mid_swap_fails_the_swap_with_routing_untouched(
 
 
 @pytest.fixture
-def swapped_sleepy(alice, sleepy, worker) -> ServedModel:
-    """sleepy swapped from 1 to 2 through the worker: 1 is a rollback target now."""
-    assert finished(api_swap(alice, "sleepy", "1", "2"), worker).state == "completed"
-    return sleepy
+def swapped_held(alice, held_model, worker) -> ServedModel:
+    """held swapped from 1 to 2 through the worker: 1 is a rollback target now."""
+    assert finished(api_swap(alice, "held", "1", "2"), worker).state == "completed"
+    return held_model
 
 
 def test_a_worker_killed_mid_rollback_is_completed_by_the_next_worker(
-    alice, swapped_sleepy, replicas, worker, start_workers
+    alice, swapped_held, replicas, worker, start_workers
 ):
     (replica,) = replicas
-    assert settled("sleepy", replicas, worker) == "2"
-    held = Held(replica, seconds=HELD_SECONDS)
-    wait_until(lambda: pending("sleepy", "2") == 1, timeout=30, what="a request in flight")
+    assert settled("held", replicas, worker) == "2"
+    held = Held(replica)
+    wait_until(lambda: pending("held", "2") == 1, timeout=30, what="a request in flight")
 
-    with Traffic(replicas, model="sleepy") as traffic:
+    with Traffic(replicas, model="held") as traffic:
         rollback = post_json(
             client_for(alice),
-            "/api/models/sleepy/rollbacks",
+            "/api/models/held/rollbacks",
             {"target_version": "1", "reason": "version 2 answers wrong"},
         ).json()
         swap_id = rollback["swap"]["id"]
@@ -103,7 +102,8 @@ def test_a_worker_killed_mid_rollback_is_completed_by_the_next_worker(
         killed_while = state(swap_id)
 
         successor = start_workers("successor")
-        version = settled("sleepy", replicas, successor)
+        held.release()
+        version = settled("held", replicas, successor)
 
     swap = Swap.objects.get(pk=swap_id)
     assert killed_while == "draining"
@@ -111,7 +111,7 @@ def test_a_worker_killed_mid_rollback_is_completed_by_the_next_worker(
     assert held.outcome()["model_version"] == "2"
     assert (swap.state, swap.requests_remaining) == ("completed", 0)
     assert version == "1"
-    assert audit_trail("sleepy")[2:] == [
+    assert audit_trail("held")[2:] == [
         ("alice", "request_rollback", "accepted"),
         ("sweep", "recover", "accepted"),
         ("alice", "finish", "completed"),
