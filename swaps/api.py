@@ -231,7 +231,7 @@ def _read_body(request: HttpRequest, allowed: tuple[str, ...]) -> dict[str, Any]
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise Invalid(MALFORMED.format(error=exc)) from None
     if not isinstance(body, dict):
@@ -240,6 +240,12 @@ def _read_body(request: HttpRequest, allowed: tuple[str, ...]) -> dict[str, Any]
     if unknown:
         raise invalid_fields(unknown)
     return body
+
+
+def _refuse_constant(name: str) -> float:
+    # Python's json reads NaN and Infinity, which JSON has not: stored in the audit log's
+    # JSON column they made PostgreSQL and SQLite refuse the row, and the API answer a 500.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _refusal(refusal: Refused) -> JsonResponse:

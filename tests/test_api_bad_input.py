@@ -27,6 +27,21 @@ def test_malformed_json_gets_400(alice, iris):
     assert nothing_but_audit()
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json_and_get_400(alice, iris, constant):
+    # Python's json reads them; the audit log's JSON column then refused the row (a 500).
+    body = f'{{"target_version": [], "reason": {constant}}}'
+    response = client_for(alice).post(
+        "/api/models/iris/rollbacks", data=body, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        f"the request body is not valid JSON: {constant} is not a JSON value"
+    )
+    assert nothing_but_audit()
+
+
 def test_a_json_list_gets_400(alice, iris):
     response = post_json(client_for(alice), "/api/models/iris/swaps", ["1", "2"])
 
