@@ -20,10 +20,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_iris
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from .engine.spec import TensorSpec, VersionSpec
@@ -45,6 +42,12 @@ def build_demo_models(directory: Path) -> list[VersionSpec]:
     Training is deterministic and each artifact is replaced atomically, so building into
     the same folder again is safe even while a replica reads it.
     """
+    # Imported here, not above: replicas import this module for iris 3's factory, and
+    # skl2onnx would be imported inside that version's memory measurement.
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import RandomForestClassifier
+
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     features, labels = _iris()

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from swaps.demo_models import build_demo_models
 from swaps.engine.fleet import Fleet
 from swaps.engine.runtimes import RuntimeModel, load
 from swaps.engine.spec import VersionSpec
@@ -67,6 +66,10 @@ def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def iris_specs(demo_models_dir: Path) -> dict[str, VersionSpec]:
     """The iris demo versions by version: "1" sklearn, "2" onnx, "3" broken python."""
+    # Imported here: scikit-learn and skl2onnx cost every pytest process seconds to import,
+    # and many runs (the suite's own inner pytest runs, the engine's) never build them.
+    from swaps.demo_models import build_demo_models
+
     return {spec.version: spec for spec in build_demo_models(demo_models_dir)}
 
 

@@ -9,16 +9,34 @@ hold requests in flight. Integration tests use the real fleet and real processes
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterable
 
+from swaps.engine import runtimes
 from swaps.engine.hotswapper import ModelHotSwapper, Observer, SwapPolicy
 from swaps.engine.local import LocalStack, local_stack
+from swaps.engine.ports import LoadedModel
 from swaps.engine.spec import VersionSpec
+
+_LOADED: dict[str, LoadedModel] = {}
+
+
+def load_once(spec: VersionSpec) -> LoadedModel:
+    """`runtimes.load`, once per spec and test session (a failed load is not kept).
+
+    A loaded model is immutable and safe to share; loading it again for every test only
+    repeated the runtimes' own tests (tests/engine/test_runtimes.py) through the
+    instrumented loader, two garbage collections and tracemalloc each time.
+    """
+    key = json.dumps(spec.as_dict(), sort_keys=True)
+    if key not in _LOADED:
+        _LOADED[key] = runtimes.load(spec)
+    return _LOADED[key]
 
 
 class LocalEngine:
     def __init__(self, specs: Iterable[VersionSpec] = ()) -> None:
-        self.stack: LocalStack = local_stack(specs)
+        self.stack: LocalStack = local_stack(specs, loader=load_once)
         self.versions = self.stack.versions
         self.router = self.stack.router
         self.inflight = self.stack.inflight

@@ -71,25 +71,36 @@ def check(client, path: str, raw: bytes) -> None:
         assert snapshot() == before
 
 
+# One signed-in client per test, not per example: a session of its own is not what varies.
+@pytest.fixture
+def as_alice(alice):
+    return client_for(alice)
+
+
+@pytest.fixture
+def as_mallory(mallory):
+    return client_for(mallory)
+
+
 @given(raw=bodies(("from_version", "to_version")))
 @EXAMPLES
-def test_any_swap_body_gets_2xx_or_a_4xx_that_changes_nothing(alice, iris, raw):
-    check(client_for(alice), "/api/models/iris/swaps", raw)
+def test_any_swap_body_gets_2xx_or_a_4xx_that_changes_nothing(as_alice, iris, raw):
+    check(as_alice, "/api/models/iris/swaps", raw)
 
 
 @given(raw=bodies(("target_version", "reason")))
 @EXAMPLES
-def test_any_rollback_body_gets_2xx_or_a_4xx_that_changes_nothing(alice, served_before, raw):
-    check(client_for(alice), "/api/models/iris/rollbacks", raw)
+def test_any_rollback_body_gets_2xx_or_a_4xx_that_changes_nothing(as_alice, served_before, raw):
+    check(as_alice, "/api/models/iris/rollbacks", raw)
 
 
 @given(raw=bodies(VERSION_FIELDS))
 @EXAMPLES
-def test_any_version_body_gets_2xx_or_a_4xx_that_changes_nothing(alice, iris, raw):
-    check(client_for(alice), "/api/models/iris/versions", raw)
+def test_any_version_body_gets_2xx_or_a_4xx_that_changes_nothing(as_alice, iris, raw):
+    check(as_alice, "/api/models/iris/versions", raw)
 
 
 @given(raw=bodies(("from_version", "to_version")))
 @EXAMPLES
-def test_any_body_from_someone_without_the_permission_changes_nothing(mallory, iris, raw):
-    check(client_for(mallory), "/api/models/iris/swaps", raw)
+def test_any_body_from_someone_without_the_permission_changes_nothing(as_mallory, iris, raw):
+    check(as_mallory, "/api/models/iris/swaps", raw)

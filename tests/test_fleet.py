@@ -2,13 +2,17 @@
 
 The engine runs in the test process; the replicas are `python -m swaps.replica`
 subprocesses on their own ports, loading the demo iris models for real inference.
+Two replicas serve the whole module (`shared_fleet`), each test on model names of its
+own (`models`); a test that kills or must count replicas gets a fleet of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import httpx
 import pytest
@@ -24,6 +28,7 @@ from tests.fleet_models import Gate, gated_spec
 from .processes import (
     RedisProcess,
     ReplicaProcess,
+    drop_namespace,
     start_redis,
     start_replica,
     start_replicas,
@@ -40,15 +45,31 @@ def quick_request() -> dict:
     return {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP32", "data": [0]}]}
 
 
+@dataclass(frozen=True)
+class Models:
+    """This test's own model names: tests share replicas, never a model."""
+
+    iris: str
+    held: str
+
+
 @pytest.fixture
-def fleet_specs(iris_specs):
-    return [*iris_specs.values(), gated_spec(version="1"), gated_spec(version="2")]
+def models() -> Models:
+    suffix = uuid.uuid4().hex[:8]
+    return Models(iris=f"iris-{suffix}", held=f"held-{suffix}")
 
 
-async def make_fleet(redis_url: str, redis_namespace: str, specs) -> Fleet:
+@pytest.fixture
+def fleet_specs(iris_specs, models):
+    iris = [replace(spec, model_id=models.iris) for spec in iris_specs.values()]
+    held = [gated_spec(model_id=models.held, version=v) for v in ("1", "2")]
+    return [*iris, *held]
+
+
+async def make_fleet(redis_url: str, namespace: str, specs) -> Fleet:
     fleet = Fleet.from_url(
         redis_url,
-        namespace=redis_namespace,
+        namespace=namespace,
         heartbeat_ttl=HEARTBEAT_TTL,
         # Generous: on a loaded 2-core CI machine a replica can take seconds to ack.
         ack_timeout=30.0,
@@ -59,15 +80,50 @@ async def make_fleet(redis_url: str, redis_namespace: str, specs) -> Fleet:
     return fleet
 
 
+@dataclass
+class SharedFleet:
+    """Two replicas on a namespace of this module's, shared by the tests that kill none."""
+
+    namespace: str
+    replicas: list[ReplicaProcess]
+
+
+@pytest.fixture(scope="module")
+def shared_fleet(redis_url, tmp_path_factory) -> Iterator[SharedFleet]:
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    started = start_replicas(
+        2, namespace=namespace, redis_url=redis_url, log_dir=tmp_path_factory.mktemp("fleet")
+    )
+    yield SharedFleet(namespace, started)
+    for replica in started:
+        replica.stop()
+    drop_namespace(redis_url, namespace)
+
+
 @pytest.fixture
-async def fleet(redis_url, redis_namespace, fleet_specs):
+async def fleet(redis_url, shared_fleet, fleet_specs):
+    fleet = await make_fleet(redis_url, shared_fleet.namespace, fleet_specs)
+    yield fleet
+    await fleet.redis.aclose()
+
+
+@pytest.fixture
+def replicas(shared_fleet) -> list[ReplicaProcess]:
+    for replica in shared_fleet.replicas:
+        assert replica.alive(), f"a shared replica died:\n{replica.log()}"
+    return shared_fleet.replicas
+
+
+@pytest.fixture
+async def own_fleet(redis_url, redis_namespace, fleet_specs):
+    """A fleet on this test's own namespace, for a test that kills or adds replicas."""
     fleet = await make_fleet(redis_url, redis_namespace, fleet_specs)
     yield fleet
     await fleet.redis.aclose()
 
 
 @pytest.fixture
-def replicas(fleet, redis_url, redis_namespace, tmp_path):
+def own_replicas(own_fleet, redis_url, redis_namespace, tmp_path):
     started = start_replicas(2, namespace=redis_namespace, redis_url=redis_url, log_dir=tmp_path)
     yield started
     for replica in started:
@@ -79,12 +135,12 @@ def transitions() -> Transitions:
     return Transitions()
 
 
-async def serving(fleet: Fleet, transitions: Transitions) -> ModelHotSwapper:
+async def serving(fleet: Fleet, transitions: Transitions, models: Models) -> ModelHotSwapper:
     swapper = fleet.swapper(
         policy=SwapPolicy(drain_timeout=60, keep_warm=60, status_interval=0.05),
         on_change=transitions,
     )
-    for model in ("iris", "held"):
+    for model in (models.iris, models.held):
         deployed = await swapper.deploy(model, "1")
         assert deployed.success, deployed.message
     transitions.seen.clear()
@@ -92,18 +148,25 @@ async def serving(fleet: Fleet, transitions: Transitions) -> ModelHotSwapper:
 
 
 @pytest.fixture
-async def swapper(fleet, replicas, transitions) -> ModelHotSwapper:
-    return await serving(fleet, transitions)
+async def swapper(fleet, replicas, transitions, models) -> ModelHotSwapper:
+    return await serving(fleet, transitions, models)
 
 
-async def infer(client: httpx.AsyncClient, replica: ReplicaProcess, model: str = "iris", body=None):
+@pytest.fixture
+async def own_swapper(own_fleet, own_replicas, transitions, models) -> ModelHotSwapper:
+    return await serving(own_fleet, transitions, models)
+
+
+async def infer(client: httpx.AsyncClient, replica: ReplicaProcess, model: str, body=None):
     body = body or {"inputs": [IRIS_ROW]}
     return await client.post(f"{replica.url}/v2/models/{model}/infer", json=body, timeout=60)
 
 
-async def answering_versions(replicas: list[ReplicaProcess], count: int = 5) -> set[str]:
+async def answering_versions(
+    replicas: list[ReplicaProcess], model: str, count: int = 5
+) -> set[str]:
     async with httpx.AsyncClient() as client:
-        answers = [await infer(client, r) for r in replicas for _ in range(count)]
+        answers = [await infer(client, r, model) for r in replicas for _ in range(count)]
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
     return {a.json()["model_version"] for a in answers}
 
@@ -113,6 +176,7 @@ class Load:
     """Clients keeping many requests in flight against every replica until stopped."""
 
     replicas: list[ReplicaProcess]
+    model: str
     concurrency: int = 16
     answers: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -135,7 +199,7 @@ class Load:
     async def _work(self, replica: ReplicaProcess) -> None:
         while not self._stop.is_set():
             try:
-                response = await infer(self._client, replica)
+                response = await infer(self._client, replica, self.model)
             except httpx.HTTPError as exc:
                 self.failures.append(f"{replica.replica_id}: {exc!r}")
                 continue
@@ -153,51 +217,53 @@ class Load:
                 await asyncio.sleep(0.01)
 
 
-async def test_swaps_and_rollbacks_under_load_fail_no_request(swapper, replicas):
-    async with Load(replicas) as load:
+async def test_swaps_and_rollbacks_under_load_fail_no_request(models, swapper, replicas):
+    async with Load(replicas, models.iris) as load:
         for _ in range(3):
-            assert (await swapper.swap_version("iris", "1", "2")).success
+            assert (await swapper.swap_version(models.iris, "1", "2")).success
             await load.wait_for_answers(20)
-            assert (await swapper.rollback_version("iris", "1")).success
+            assert (await swapper.rollback_version(models.iris, "1")).success
             await load.wait_for_answers(20)
 
     assert load.failures == []
     assert set(load.answers) == {"1", "2"}
 
 
-async def test_after_a_swap_every_replica_answers_with_the_new_version(swapper, replicas):
-    await swapper.swap_version("iris", "1", "2")
+async def test_after_a_swap_every_replica_answers_with_the_new_version(models, swapper, replicas):
+    await swapper.swap_version(models.iris, "1", "2")
 
-    assert await answering_versions(replicas) == {"2"}
-
-
-async def test_after_a_rollback_every_replica_answers_with_the_old_version(swapper, replicas):
-    await swapper.swap_version("iris", "1", "2")
-
-    await swapper.rollback_version("iris", "1")
-
-    assert await answering_versions(replicas) == {"1"}
+    assert await answering_versions(replicas, models.iris) == {"2"}
 
 
-async def test_the_flip_returns_once_every_replica_applied_the_new_epoch(swapper, fleet):
-    await swapper.swap_version("iris", "1", "2")
+async def test_after_a_rollback_every_replica_answers_with_the_old_version(
+    models, swapper, replicas
+):
+    await swapper.swap_version(models.iris, "1", "2")
 
-    epoch = await fleet.router.epoch("iris")
+    await swapper.rollback_version(models.iris, "1")
+
+    assert await answering_versions(replicas, models.iris) == {"1"}
+
+
+async def test_the_flip_returns_once_every_replica_applied_the_new_epoch(models, swapper, fleet):
+    await swapper.swap_version(models.iris, "1", "2")
+
+    epoch = await fleet.router.epoch(models.iris)
     reports = await fleet.replicas()
-    assert [r.epochs["iris"] for r in reports] == [epoch, epoch]
-    assert [r.routes["iris"] for r in reports] == ["2", "2"]
+    assert [r.epochs[models.iris] for r in reports] == [epoch, epoch]
+    assert [r.routes[models.iris] for r in reports] == ["2", "2"]
 
 
 async def test_a_request_running_at_the_flip_finishes_on_the_old_version(
-    swapper, fleet, replicas, transitions, redis_url, redis_namespace
+    models, swapper, fleet, replicas, transitions, redis_url, shared_fleet
 ):
-    gate = Gate(redis_url, redis_namespace)
+    gate = Gate(redis_url, shared_fleet.namespace)
     async with httpx.AsyncClient() as client:
-        held = asyncio.create_task(infer(client, replicas[0], "held", gate.body()))
-        await until(lambda: fleet.inflight.pending("held", "1"), equals=1)
-        swap = asyncio.create_task(swapper.swap_version("held", "1", "2"))
+        held = asyncio.create_task(infer(client, replicas[0], models.held, gate.body()))
+        await until(lambda: fleet.inflight.pending(models.held, "1"), equals=1)
+        swap = asyncio.create_task(swapper.swap_version(models.held, "1", "2"))
         draining = await transitions.wait_for(SwapState.DRAINING, timeout=30)
-        meanwhile = await infer(client, replicas[0], "held", quick_request())
+        meanwhile = await infer(client, replicas[0], models.held, quick_request())
         assert not swap.done()  # the drain waits for the held request
         gate.release()
         finished = await held
@@ -211,14 +277,15 @@ async def test_a_request_running_at_the_flip_finishes_on_the_old_version(
 
 
 async def test_killing_a_replica_mid_drain_does_not_hang_the_swap(
-    swapper, fleet, replicas, transitions, redis_url, redis_namespace
+    models, own_swapper, own_fleet, own_replicas, transitions, redis_url, redis_namespace
 ):
-    doomed, survivor = replicas
+    swapper, fleet = own_swapper, own_fleet
+    doomed, survivor = own_replicas
     gate = Gate(redis_url, redis_namespace)  # never released: only the kill ends the request
     async with httpx.AsyncClient() as client:
-        held = asyncio.create_task(infer(client, doomed, "held", gate.body()))
-        await until(lambda: fleet.inflight.pending("held", "1"), equals=1)
-        swap = asyncio.create_task(swapper.swap_version("held", "1", "2"))
+        held = asyncio.create_task(infer(client, doomed, models.held, gate.body()))
+        await until(lambda: fleet.inflight.pending(models.held, "1"), equals=1)
+        swap = asyncio.create_task(swapper.swap_version(models.held, "1", "2"))
         await transitions.wait_for(SwapState.DRAINING, timeout=30)
         doomed.kill()
         async with asyncio.timeout(15):  # a deadline, far below the 60 s drain timeout
@@ -229,43 +296,45 @@ async def test_killing_a_replica_mid_drain_does_not_hang_the_swap(
     assert result.success
     assert result.requests_remaining == 0
     assert [r.replica_id for r in await fleet.replicas()] == [survivor.replica_id]
-    assert await answering_versions([survivor]) == {"1"}  # iris untouched
+    assert await answering_versions([survivor], models.iris) == {"1"}  # iris untouched
 
 
-async def test_the_left_version_unloads_from_every_replica_after_keep_warm(swapper, fleet):
+async def test_the_left_version_unloads_from_every_replica_after_keep_warm(models, swapper, fleet):
     swapper.policy = SwapPolicy(drain_timeout=10, keep_warm=0)
 
-    await swapper.swap_version("iris", "1", "2")
+    await swapper.swap_version(models.iris, "1", "2")
 
-    await until(lambda: loaded_anywhere(fleet, "iris"), equals={"2"})
-    assert not await fleet.versions.is_loaded("iris", "1")
+    await until(lambda: loaded_anywhere(fleet, models.iris), equals={"2"})
+    assert not await fleet.versions.is_loaded(models.iris, "1")
 
 
-async def test_an_unhealthy_target_is_refused_on_the_fleet_and_routing_stays(swapper, replicas):
+async def test_an_unhealthy_target_is_refused_on_the_fleet_and_routing_stays(
+    models, swapper, replicas
+):
     with pytest.raises(UnhealthyVersion) as refused:
-        await swapper.swap_version("iris", "1", "3")
+        await swapper.swap_version(models.iris, "1", "3")
 
     assert "shape" in refused.value.health.reason
     assert refused.value.health.replica in {r.replica_id for r in replicas}
-    assert await answering_versions(replicas) == {"1"}
+    assert await answering_versions(replicas, models.iris) == {"1"}
 
 
 async def test_a_replica_that_joins_later_serves_the_active_version(
-    swapper, fleet, redis_url, redis_namespace, tmp_path
+    models, swapper, fleet, redis_url, shared_fleet, tmp_path
 ):
-    await swapper.swap_version("iris", "1", "2")
+    await swapper.swap_version(models.iris, "1", "2")
 
-    late = start_replica(namespace=redis_namespace, redis_url=redis_url, log_dir=tmp_path)
+    late = start_replica(namespace=shared_fleet.namespace, redis_url=redis_url, log_dir=tmp_path)
     try:
         await until(lambda: ready(late), equals=True)
-        assert await answering_versions([late]) == {"2"}
+        assert await answering_versions([late], models.iris) == {"2"}
     finally:
         late.stop()
 
 
-async def test_load_without_any_live_replica_fails_clearly(fleet):
+async def test_load_without_any_live_replica_fails_clearly(models, own_fleet):
     with pytest.raises(FleetUnavailable, match="no live replica"):
-        await fleet.versions.load("iris", "1")
+        await own_fleet.versions.load(models.iris, "1")
 
 
 @dataclass
@@ -279,13 +348,13 @@ class PrivateFleet:
 
 
 @pytest.fixture
-async def private_fleet(fleet_specs, redis_namespace, tmp_path, transitions):
+async def private_fleet(fleet_specs, redis_namespace, tmp_path, transitions, models):
     redis_server = start_redis(tmp_path)
     fleet = await make_fleet(redis_server.url, redis_namespace, fleet_specs)
     replicas = start_replicas(
         2, namespace=redis_namespace, redis_url=redis_server.url, log_dir=tmp_path
     )
-    private = PrivateFleet(redis_server, fleet, replicas, await serving(fleet, transitions))
+    private = PrivateFleet(redis_server, fleet, replicas, await serving(fleet, transitions, models))
     yield private
     for replica in replicas:
         replica.stop()
@@ -294,35 +363,35 @@ async def private_fleet(fleet_specs, redis_namespace, tmp_path, transitions):
 
 
 async def test_swap_fails_cleanly_when_redis_goes_away_and_replicas_keep_serving(
-    private_fleet,
+    models, private_fleet
 ):
     private_fleet.redis_server.kill()
 
     async with asyncio.timeout(15):
         with pytest.raises(FleetUnavailable, match="cannot be reached"):
-            await private_fleet.swapper.swap_version("iris", "1", "2")
+            await private_fleet.swapper.swap_version(models.iris, "1", "2")
 
-    assert await answering_versions(private_fleet.replicas) == {"1"}
+    assert await answering_versions(private_fleet.replicas, models.iris) == {"1"}
 
 
 async def test_replicas_keep_routes_when_redis_restarts_empty_until_republished(
-    private_fleet, fleet_specs, tmp_path
+    models, private_fleet, fleet_specs, tmp_path
 ):
     fleet, replicas, swapper = private_fleet.fleet, private_fleet.replicas, private_fleet.swapper
-    await swapper.swap_version("iris", "1", "2")
+    await swapper.swap_version(models.iris, "1", "2")
     private_fleet.redis_server.kill()
     private_fleet.redis_server = start_redis(tmp_path, port=private_fleet.redis_server.port)
     await until(lambda: live_count(fleet), equals=2)  # they registered again
     assert await fleet.is_empty()
-    assert await answering_versions(replicas) == {"2"}
+    assert await answering_versions(replicas, models.iris) == {"2"}
 
     await fleet.republish(
-        specs=fleet_specs, routes={"iris": ("2", ["1", "2"]), "held": ("1", ["1"])}
+        specs=fleet_specs, routes={models.iris: ("2", ["1", "2"]), models.held: ("1", ["1"])}
     )
-    result = await swapper.rollback_version("iris", "1")
+    result = await swapper.rollback_version(models.iris, "1")
 
     assert result.success
-    assert await answering_versions(replicas) == {"1"}
+    assert await answering_versions(replicas, models.iris) == {"1"}
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -355,20 +424,20 @@ async def live_count(fleet: Fleet) -> int:
 
 
 async def test_a_replica_that_never_applies_a_flip_fails_it_and_the_route_is_restored(
-    redis_url, redis_namespace, fleet_specs
+    models, redis_url, redis_namespace, fleet_specs
 ):
     fleet = await make_fleet(redis_url, redis_namespace, fleet_specs)
     fleet.ack_timeout = fleet.heartbeat_ttl = 0.5
     heartbeat = asyncio.create_task(heartbeat_without_acks(fleet, "deaf-replica"))
     try:
         await until(lambda: live_count(fleet), equals=1)
-        await fleet.republish(specs=[], routes={"iris": ("1", ["1"])})  # no ack awaited
+        await fleet.republish(specs=[], routes={models.iris: ("1", ["1"])})  # no ack awaited
 
         with pytest.raises(FleetUnavailable, match="replica deaf-replica did not apply") as failed:
-            await fleet.router.flip("iris", "2")
+            await fleet.router.flip(models.iris, "2")
 
         assert failed.value.message.endswith("the route was restored to version 1")
-        assert await fleet.router.active("iris") == "1"
+        assert await fleet.router.active(models.iris) == "1"
     finally:
         heartbeat.cancel()
         await fleet.redis.aclose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 
 import httpx
 import orjson
@@ -33,8 +34,15 @@ def still_serving(url):
     assert answer.json()["model_version"] == "1"
 
 
-def send(url: str, body: bytes, *, headers=None, path: str = INFER) -> httpx.Response:
-    return httpx.post(f"{url}{path}", content=body, headers=headers or {}, timeout=30)
+@pytest.fixture(scope="module")
+def http(url) -> Iterator[httpx.Client]:
+    """One keep-alive client for the module: hundreds of bodies, not hundreds of connects."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        yield client
+
+
+def send(http: httpx.Client, body: bytes, *, headers=None, path: str = INFER) -> httpx.Response:
+    return http.post(path, content=body, headers=headers or {})
 
 
 def with_input(**changes) -> bytes:
@@ -48,72 +56,72 @@ def refused(response: httpx.Response, status: int, words: str) -> bool:
     return True
 
 
-def test_bad_json_is_400(url):
-    assert refused(send(url, b'{"inputs": [}'), 400, "not valid JSON")
+def test_bad_json_is_400(http):
+    assert refused(send(http, b'{"inputs": [}'), 400, "not valid JSON")
 
 
-def test_a_body_that_is_not_an_object_is_400(url):
-    assert refused(send(url, b"[1, 2, 3]"), 400, "must be a JSON object")
+def test_a_body_that_is_not_an_object_is_400(http):
+    assert refused(send(http, b"[1, 2, 3]"), 400, "must be a JSON object")
 
 
-def test_an_empty_body_is_400(url):
-    assert refused(send(url, b""), 400, "not valid JSON")
+def test_an_empty_body_is_400(http):
+    assert refused(send(http, b""), 400, "not valid JSON")
 
 
-def test_missing_inputs_is_400(url):
-    assert refused(send(url, b'{"inputs": []}'), 400, "'inputs' must be a non-empty list")
+def test_missing_inputs_is_400(http):
+    assert refused(send(http, b'{"inputs": []}'), 400, "'inputs' must be a non-empty list")
 
 
-def test_an_input_without_data_is_400(url):
+def test_an_input_without_data_is_400(http):
     body = orjson.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32"}]})
 
-    assert refused(send(url, body), 400, "has no 'data'")
+    assert refused(send(http, body), 400, "has no 'data'")
 
 
-def test_a_wrong_datatype_is_400(url):
+def test_a_wrong_datatype_is_400(http):
     assert refused(
-        send(url, with_input(datatype="INT64", data=[5, 3, 1, 0])), 400, "the model takes FP32"
+        send(http, with_input(datatype="INT64", data=[5, 3, 1, 0])), 400, "the model takes FP32"
     )
 
 
-def test_an_unknown_datatype_is_400(url):
-    assert refused(send(url, with_input(datatype="FLOAT")), 400, "expected one of")
+def test_an_unknown_datatype_is_400(http):
+    assert refused(send(http, with_input(datatype="FLOAT")), 400, "expected one of")
 
 
-def test_strings_in_numeric_data_are_400(url):
-    assert refused(send(url, with_input(data=["a", "b", "c", "d"])), 400, "not FP32")
+def test_strings_in_numeric_data_are_400(http):
+    assert refused(send(http, with_input(data=["a", "b", "c", "d"])), 400, "not FP32")
 
 
-def test_a_shape_that_does_not_match_the_data_length_is_400(url):
-    assert refused(send(url, with_input(shape=[2, 4])), 400, "holds 8 values, but its data has 4")
+def test_a_shape_that_does_not_match_the_data_length_is_400(http):
+    assert refused(send(http, with_input(shape=[2, 4])), 400, "holds 8 values, but its data has 4")
 
 
-def test_a_shape_the_model_does_not_take_is_400(url):
+def test_a_shape_the_model_does_not_take_is_400(http):
     body = with_input(shape=[1, 3], data=[1.0, 2.0, 3.0])
 
-    assert refused(send(url, body), 400, "the model takes [any, 4]")
+    assert refused(send(http, body), 400, "the model takes [any, 4]")
 
 
-def test_a_negative_dimension_is_400(url):
-    assert refused(send(url, with_input(shape=[-1, 4])), 400, "each 0 or more")
+def test_a_negative_dimension_is_400(http):
+    assert refused(send(http, with_input(shape=[-1, 4])), 400, "each 0 or more")
 
 
-def test_an_empty_tensor_is_400(url):
-    assert refused(send(url, with_input(shape=[0, 4], data=[])), 400, "holds no values")
+def test_an_empty_tensor_is_400(http):
+    assert refused(send(http, with_input(shape=[0, 4], data=[])), 400, "holds no values")
 
 
-def test_ragged_data_is_400(url):
-    assert refused(send(url, with_input(data=[[1.0, 2.0], [3.0]])), 400, "ragged")
+def test_ragged_data_is_400(http):
+    assert refused(send(http, with_input(data=[[1.0, 2.0], [3.0]])), 400, "ragged")
 
 
-def test_a_nan_literal_is_400(url):
+def test_a_nan_literal_is_400(http):
     body = json.dumps({"inputs": [{**GOOD_INPUT, "data": [float("nan"), 1, 2, 3]}]}).encode()
     assert b"NaN" in body
 
-    assert refused(send(url, body), 400, "not valid JSON")
+    assert refused(send(http, body), 400, "not valid JSON")
 
 
-def test_nan_in_binary_data_is_400(url):
+def test_nan_in_binary_data_is_400(http):
     header = orjson.dumps(
         {
             "inputs": [
@@ -127,14 +135,14 @@ def test_nan_in_binary_data_is_400(url):
     blob = struct.pack("<4f", float("nan"), 1.0, 2.0, 3.0)
     headers = {"Inference-Header-Content-Length": str(len(header))}
 
-    assert refused(send(url, header + blob, headers=headers), 400, "NaN or infinity")
+    assert refused(send(http, header + blob, headers=headers), 400, "NaN or infinity")
 
 
-def test_a_value_too_large_for_the_datatype_is_400(url):
-    assert refused(send(url, with_input(data=[1e39, 1, 2, 3])), 400, "NaN or infinity")
+def test_a_value_too_large_for_the_datatype_is_400(http):
+    assert refused(send(http, with_input(data=[1e39, 1, 2, 3])), 400, "NaN or infinity")
 
 
-def test_binary_data_shorter_than_claimed_is_400(url):
+def test_binary_data_shorter_than_claimed_is_400(http):
     header = orjson.dumps(
         {
             "inputs": [
@@ -149,26 +157,26 @@ def test_binary_data_shorter_than_claimed_is_400(url):
     )
     headers = {"Inference-Header-Content-Length": str(len(header))}
 
-    assert refused(send(url, header + b"\0" * 8, headers=headers), 400, "only 8 remain")
+    assert refused(send(http, header + b"\0" * 8, headers=headers), 400, "only 8 remain")
 
 
-def test_a_header_length_past_the_body_is_400(url):
+def test_a_header_length_past_the_body_is_400(http):
     body = with_input()
     headers = {"Inference-Header-Content-Length": str(len(body) + 1)}
 
-    assert refused(send(url, body, headers=headers), 400, "no larger than the body")
+    assert refused(send(http, body, headers=headers), 400, "no larger than the body")
 
 
-def test_an_unknown_requested_output_is_400(url):
+def test_an_unknown_requested_output_is_400(http):
     body = orjson.dumps({"inputs": [GOOD_INPUT], "outputs": [{"name": "nope"}]})
 
-    assert refused(send(url, body), 400, "unknown output 'nope'")
+    assert refused(send(http, body), 400, "unknown output 'nope'")
 
 
-def test_a_body_over_the_limit_is_413_before_it_is_read(url):
+def test_a_body_over_the_limit_is_413_before_it_is_read(http):
     body = b"x" * (GATEWAY_MAX_BODY_BYTES + 1)
 
-    assert refused(send(url, body), 413, f"larger than the {GATEWAY_MAX_BODY_BYTES} bytes")
+    assert refused(send(http, body), 413, f"larger than the {GATEWAY_MAX_BODY_BYTES} bytes")
 
 
 def test_a_chunked_body_over_the_limit_is_413(url):
@@ -181,14 +189,16 @@ def test_a_chunked_body_over_the_limit_is_413(url):
     assert refused(response, 413, "larger than")
 
 
-def test_an_unknown_model_is_404(url):
+def test_an_unknown_model_is_404(http):
     assert refused(
-        send(url, with_input(), path="/v2/models/nope/infer"), 404, "unknown model 'nope'"
+        send(http, with_input(), path="/v2/models/nope/infer"), 404, "unknown model 'nope'"
     )
 
 
-def test_an_unknown_endpoint_is_404(url):
-    assert refused(send(url, with_input(), path="/v2/models/iris/predict"), 404, "no such endpoint")
+def test_an_unknown_endpoint_is_404(http):
+    assert refused(
+        send(http, with_input(), path="/v2/models/iris/predict"), 404, "no such endpoint"
+    )
 
 
 # -- a property over bodies ---------------------------------------------------------------------
@@ -232,11 +242,11 @@ bodies = st.fixed_dictionaries(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(body=bodies, trailer=st.binary(max_size=64), split=st.booleans())
-def test_no_body_gets_a_server_error(url, body, trailer, split):
+def test_no_body_gets_a_server_error(http, body, trailer, split):
     header = json.dumps(body).encode()  # any integer, however large
     headers = {"Inference-Header-Content-Length": str(len(header))} if split else {}
 
-    response = send(url, header + trailer if split else header, headers=headers)
+    response = send(http, header + trailer if split else header, headers=headers)
 
     assert response.status_code < 500, response.text
     assert response.status_code == 200 or "error" in response.json()
