@@ -10,6 +10,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WITH_REDIS := $(PY) scripts/with_redis.py --
 PYTEST_ARGS ?=
+# Test processes: most tests wait on replicas, workers, daphne and Chromium, so three
+# workers keep a 2-core machine busy. `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 3
 
 .PHONY: demo test lint bench report clean venv
 
@@ -37,7 +40,7 @@ demo: venv
 
 test: venv
 	mkdir -p test-output/screenshots
-	$(WITH_REDIS) $(PY) -m pytest $(PYTEST_ARGS)
+	$(WITH_REDIS) $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -1,172 +1,23 @@
 """`manage.py demo`: the whole product on one machine, and Ctrl-C stops all of it.
 
-The demo runs as a real subprocess on free ports, with a SQLite database and a run
-directory of its own and this module's own Redis namespace and RQ queue. The tests that
-look at the running demo come first; SIGINT is sent once, by `stopped_demo`.
+The demo runs as a real subprocess (tests/demo_process.py), one for this module. The
+tests that look at the running demo come first; SIGINT is sent once, by `stopped_demo`.
+How the demo fails (tests/test_demo_failures.py) runs demos of its own, in parallel.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
-import orjson
-import psutil
 import pytest
-import redis
 
-from .processes import ROOT, drop_namespace, wait_until
+from .demo_process import IRIS_ROW, Demo, clean_up, start_demo, still_running, wait_up
+from .processes import wait_until
 
 pytestmark = pytest.mark.fleet
-
-STARTUP_TIMEOUT = 180.0
-IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
-
-
-def free_base_port(count: int) -> int:
-    """A port P such that P ... P+count-1 are all free (the demo's console and replicas)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        if all(_free(port) for port in range(base, base + count)):
-            return base
-    raise RuntimeError(f"found no {count} consecutive free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-@dataclass
-class Demo:
-    popen: subprocess.Popen
-    output_path: Path
-    port: int
-    replicas: int
-    namespace: str
-    redis_url: str
-    children: list[psutil.Process] = field(default_factory=list)
-
-    @property
-    def console_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def replica_urls(self) -> list[str]:
-        return [f"http://127.0.0.1:{self.port + i}" for i in range(1, self.replicas + 1)]
-
-    def output(self) -> str:
-        return self.output_path.read_text(errors="replace")
-
-    def running(self) -> bool:
-        if self.popen.poll() is not None:
-            raise AssertionError(f"the demo exited ({self.popen.returncode}):\n{self.output()}")
-        return True
-
-    def served(self, replica_index: int) -> int:
-        """Requests to iris the replica reports having answered (every version)."""
-        with redis.Redis.from_url(self.redis_url) as client:
-            raw = client.get(f"{self.namespace}:report:demo-replica-{replica_index}")
-        if raw is None:
-            return 0
-        return sum(orjson.loads(raw)["served"].get("iris", {}).values())
-
-    def family(self) -> list[psutil.Process]:
-        return psutil.Process(self.popen.pid).children(recursive=True)
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def still_running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def start_demo(tmp_path: Path, redis_url: str, *, replicas: int, traffic: str = "") -> Demo:
-    port = free_base_port(replicas + 1)
-    namespace = f"test-demo-{uuid.uuid4().hex[:12]}"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "hotswap_site.settings",
-        "PORT": str(port),
-        "REPLICAS": str(replicas),
-        "DEMO_TRAFFIC": traffic,
-        "HOTSWAP_RUN_DIR": str(tmp_path),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "REDIS_URL": redis_url,
-        "HOTSWAP_NAMESPACE": namespace,
-        "HOTSWAP_RQ_QUEUE": f"{namespace}-swaps",
-        "HOTSWAP_DEMO_PASSWORD": "",
-    }
-    output_path = tmp_path / "demo.out"
-    with output_path.open("wb") as output:
-        popen = subprocess.Popen(
-            [sys.executable, "manage.py", "demo"],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    return Demo(
-        popen=popen,
-        output_path=output_path,
-        port=port,
-        replicas=replicas,
-        namespace=namespace,
-        redis_url=redis_url,
-    )
-
-
-def wait_up(demo: Demo) -> Demo:
-    def up() -> bool:
-        return demo.running() and "Hotswap demo is up." in demo.output()
-
-    wait_until(up, timeout=STARTUP_TIMEOUT, what="the demo to say it is up")
-    return demo
-
-
-def clean_up(demo: Demo) -> None:
-    """Whatever a failed test left running goes, and so do its Redis keys."""
-    family = demo.family() if demo.popen.poll() is None else []
-    for process in family:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    if demo.popen.poll() is None:
-        demo.popen.kill()
-    demo.popen.wait(timeout=30)
-    psutil.wait_procs(family, timeout=30)
-    drop_namespace(demo.redis_url, demo.namespace)
-    with redis.Redis.from_url(demo.redis_url) as client:
-        keys = list(client.scan_iter(match=f"rq:*{demo.namespace}*", count=1000))
-        if keys:
-            client.delete(*keys)
 
 
 @pytest.fixture(scope="module")
@@ -251,43 +102,3 @@ def test_sigint_leaves_no_process_of_the_demo_running(stopped_demo):
     left = [p for p in stopped_demo.children if still_running(p)]
 
     assert left == []
-
-
-def test_a_port_in_use_is_refused_naming_it(tmp_path, redis_url):
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        taken = holder.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "manage.py", "demo"],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "PORT": str(taken),
-                "HOTSWAP_RUN_DIR": str(tmp_path),
-                "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-                "REDIS_URL": redis_url,
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    assert result.returncode == 1
-    assert f"port {taken} on 127.0.0.1 is in use (wanted for the console)" in result.stderr
-
-
-def test_a_child_that_dies_is_named_and_the_rest_stopped(tmp_path, redis_url):
-    demo = start_demo(tmp_path, redis_url, replicas=1, traffic="0")
-    try:
-        wait_up(demo)
-        children = demo.family()
-        (replica,) = [p for p in children if "swaps.replica" in p.cmdline()]
-        replica.kill()
-        demo.popen.wait(timeout=60)
-        left = [p for p in children if still_running(p)]
-
-        assert (demo.popen.returncode, "replica-1" in demo.output(), left) == (1, True, [])
-    finally:
-        clean_up(demo)
