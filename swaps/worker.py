@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections
+from rq.exceptions import StopRequested
 from rq.worker import Worker
 
 from swaps import fleet_state, recovery
@@ -39,6 +40,10 @@ class SweepingWorker(Worker):
                 self._published_at_start = True
                 fleet_state.republish_at_startup()
             recovery.sweep()
+        except StopRequested:
+            # RQ's SIGTERM handler raises this wherever an idle worker happens to be; taken
+            # for a failed sweep, it left the worker running until it was killed.
+            raise
         except Exception:  # upkeep failing must not stop the worker from taking jobs
             log.exception("the recovery sweep failed; it runs again next interval")
         finally:
