@@ -76,8 +76,16 @@ def test_a_process_republishes_as_it_starts(serving_version, engine):
 
 
 @override_settings(HOTSWAP_REPUBLISH_ON_START=True)
-def test_a_fleet_that_cannot_be_reached_does_not_stop_start_up(serving_version, settings):
+def test_a_fleet_that_cannot_be_reached_does_not_stop_start_up(
+    serving_version, settings, caplog
+):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
 
     with fleet_state.use_engine(fleet_state.open_fleet):
-        fleet_state.republish_at_startup()  # logs a warning, raises nothing
+        fleet_state.republish_at_startup()  # raises nothing: the process starts
+
+    # It says why, and why is the unreachable fleet (not any other error swallowed).
+    (warning,) = [r for r in caplog.records if r.name == "swaps.fleet_state"]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage().startswith("could not republish the fleet state at start-up:")
+    assert "127.0.0.1:1" in warning.getMessage()

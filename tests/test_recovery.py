@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
@@ -166,14 +167,25 @@ def test_a_swap_just_accepted_is_given_time_to_start(alice, candidate_version):
     assert recovery.sweep().recovering == []
 
 
+def test_a_pending_swap_whose_job_was_lost_is_left_alone_for_its_grace(
+    alice, candidate_version, iris, engine
+):
+    swap = swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
+    lose_job(swap)
+
+    almost = swap.created_at + recovery.PENDING_GRACE - timedelta(seconds=1)
+    with time_machine.travel(almost, tick=False):
+        assert recovery.sweep().recovering == []
+
+
 def test_a_pending_swap_whose_job_was_lost_fails_without_changing_anything(
     alice, candidate_version, iris, engine
 ):
     swap = swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
-    Swap.objects.filter(pk=swap.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     lose_job(swap)
 
-    recovery.sweep()
+    with time_machine.travel(swap.created_at + recovery.PENDING_GRACE + timedelta(seconds=1)):
+        assert recovery.sweep().recovering == [swap.pk]
     swap = recover(swap)
 
     assert (swap.state, swap.message) == ("failed", swapping.LOST_BEFORE_START)

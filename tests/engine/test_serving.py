@@ -61,12 +61,18 @@ async def test_requests_through_swaps_all_complete_and_none_reach_old_after(stac
             except BaseException as exc:
                 errors.append(exc)
 
+    async def answered(count: int, *, after: bool) -> None:
+        """Wait (with a deadline) until `count` answers came from requests on that side."""
+        async with asyncio.timeout(30):
+            while sum(1 for side, _ in answers if side is after) < count and not errors:
+                await asyncio.sleep(0.001)
+
     with ThreadPoolExecutor(8) as pool:
         clients = [pool.submit(client) for _ in range(8)]
-        await asyncio.sleep(0.05)
+        await answered(50, after=False)
         result = await stack.swapper.swap_version(MODEL, "1", "2")
         swapped.set()
-        await asyncio.sleep(0.05)
+        await answered(50, after=True)
         stop.set()
         for c in clients:
             c.result()
