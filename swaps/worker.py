@@ -9,8 +9,10 @@ the database; each time it sweeps for operations whose runner died (recovery.py)
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import connections
 from rq.exceptions import StopRequested
@@ -19,6 +21,10 @@ from rq.worker import Worker
 from swaps import fleet_state, recovery
 
 log = logging.getLogger(__name__)
+
+
+# While Redis is unreachable the worker tries again after 1 s, doubling up to this.
+REDIS_RETRY_MAX_SECONDS = 30.0
 
 
 class SweepingWorker(Worker):
@@ -32,6 +38,19 @@ class SweepingWorker(Worker):
         # RQ checks for maintenance only between blocking waits for a job: cap the wait
         # at the sweep interval, or an idle worker would sweep every worker_ttl instead.
         return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
+        # RQ retries a lost Redis only inside its wait for a job: losing it as the worker
+        # turns idle (its first write, outside that retry) made the worker quit, and with
+        # it the sweep that republishes a Redis that came back empty.
+        wait = 1.0
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except redis.exceptions.ConnectionError as exc:
+                log.error("Redis is unreachable (%s); trying again in %g s", exc, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, REDIS_RETRY_MAX_SECONDS)
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()

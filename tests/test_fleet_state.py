@@ -76,9 +76,7 @@ def test_a_process_republishes_as_it_starts(serving_version, engine):
 
 
 @override_settings(HOTSWAP_REPUBLISH_ON_START=True)
-def test_a_fleet_that_cannot_be_reached_does_not_stop_start_up(
-    serving_version, settings, caplog
-):
+def test_a_fleet_that_cannot_be_reached_does_not_stop_start_up(serving_version, settings, caplog):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
 
     with fleet_state.use_engine(fleet_state.open_fleet):
