@@ -54,15 +54,15 @@ def test_redis_restarted_empty_is_republished_while_replicas_keep_serving(
         settled("iris", replicas, worker)
         served_before = traffic.answered()
         private_redis.kill()
-        reborn = start_redis(tmp_path, port=private_redis.port)
+        # The fixture stops it: on the same port, it is the one that must not be left over.
+        private_redis.popen = start_redis(tmp_path, port=private_redis.port).popen
         wait_until(
-            lambda: routed(reborn.url, control_plane, "iris") == "2",
+            lambda: routed(private_redis.url, control_plane, "iris") == "2",
             timeout=60,
             what="the sweep to republish the route",
         )
         assert finished(api_swap(alice, "iris", "2", "1"), worker).state == "completed"
         version = settled("iris", replicas, worker)
-    reborn.stop()
 
     assert traffic.failures() == {}
     assert traffic.answered() > served_before
