@@ -104,8 +104,12 @@ def load(spec: VersionSpec) -> RuntimeModel:
         cause = UNKNOWN_RUNTIME.format(runtime=spec.runtime, expected=", ".join(RUNTIMES))
         raise LoadError(_failure(spec, cause))
     started = time.perf_counter()
-    for module in FRAMEWORKS[spec.runtime]:
-        importlib.import_module(module)
+    try:
+        for module in FRAMEWORKS[spec.runtime]:
+            importlib.import_module(module)
+    except ImportError as exc:  # a broken install fails this version, not the replica
+        cause = f"the {spec.runtime} runtime cannot be imported ({exc})"
+        raise LoadError(_failure(spec, cause)) from exc
     try:
         with measure_retained_memory() as memory:
             parts = loader(spec)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
+from swaps.engine import runtimes
 from swaps.engine.errors import LoadError
 from swaps.engine.ports import LoadedModel
 from swaps.engine.runtimes import load
@@ -207,6 +208,7 @@ def test_memory_is_larger_for_a_model_holding_a_big_array():
 
 FIRST_LOAD = """
 import json, sys
+from swaps.engine import runtimes
 from swaps.engine.runtimes import load
 from swaps.engine.spec import VersionSpec
 model = load(VersionSpec.from_dict(json.loads(sys.argv[1])))
@@ -323,6 +325,15 @@ def test_factory_returning_no_model_is_a_load_error():
 
 def test_sample_that_does_not_run_is_a_load_error_when_outputs_are_undeclared():
     assert "sample inference failed" in load_error(python_spec("named_outputs", sample_input=[]))
+
+
+def test_a_runtime_that_cannot_be_imported_is_a_load_error(monkeypatch):
+    monkeypatch.setitem(runtimes.FRAMEWORKS, "python", ("no_such_framework",))
+
+    message = load_error(python_spec("doubler"))
+
+    assert "the python runtime cannot be imported" in message
+    assert "no_such_framework" in message
 
 
 def test_unknown_runtime_is_a_load_error_listing_the_known_ones(iris_specs):
