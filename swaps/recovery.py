@@ -98,11 +98,20 @@ def _orphaned(swap: Swap, connection) -> str | None:
     except NoSuchJobError:
         return f"job {swap.rq_job_id} is gone"
     status = job.get_status(refresh=False)
+    lease = timedelta(seconds=settings.HOTSWAP_LEASE_TTL)
+    # A worker takes a job off its queue a moment before marking it started: one that dies
+    # in between leaves it "queued" in no queue, where no worker will ever find it.
+    if (
+        status == JobStatus.QUEUED
+        and jobs.queue().get_job_position(job.id) is None
+        and job.enqueued_at is not None
+        and timezone.now() - job.enqueued_at > lease
+    ):
+        return f"job {swap.rq_job_id} left its queue but never started: its worker died"
     if status in WAITING:
         return None
     if status == JobStatus.STARTED:
         started = job.started_at
-        lease = timedelta(seconds=settings.HOTSWAP_LEASE_TTL)
         # Just started: its runner may not have taken the lease yet.
         if started is not None and timezone.now() - started < lease:
             return None

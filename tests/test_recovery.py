@@ -192,6 +192,17 @@ def test_a_pending_swap_whose_job_was_lost_fails_without_changing_anything(
     assert engine.route("iris") == "1"
 
 
+def test_a_job_taken_off_its_queue_by_a_worker_that_died_is_recovered(
+    alice, candidate_version, iris, engine
+):
+    swap = swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
+    swap.refresh_from_db()
+    jobs.queue().remove(swap.rq_job_id)  # dequeued; the worker died before marking it started
+
+    with time_machine.travel(swap.created_at + recovery.PENDING_GRACE + timedelta(seconds=1)):
+        assert recovery.sweep().recovering == [swap.pk]
+
+
 def test_two_sweeps_queue_one_recovery(orphaned_drain):
     first, second = recovery.sweep(), recovery.sweep()
 
