@@ -19,7 +19,8 @@ import pytest
 
 from swaps.engine.errors import FleetUnavailable, UnhealthyVersion
 from swaps.engine.fleet import Fleet
-from swaps.engine.hotswapper import ModelHotSwapper, SwapPolicy
+from swaps.engine.fleet_versions import WARM_MARGIN
+from swaps.engine.hotswapper import WARM, ModelHotSwapper, SwapPolicy
 from swaps.engine.reports import ReplicaReport
 from swaps.engine.results import SwapState, utcnow
 from tests.engine.conftest import Transitions
@@ -242,6 +243,43 @@ async def test_after_a_rollback_every_replica_answers_with_the_old_version(
 
     await swapper.rollback_version(models.iris, "1")
 
+    assert await answering_versions(replicas, models.iris) == {"1"}
+
+
+def answered(reports: list[ReplicaReport], model: str, version: str) -> list[int]:
+    """The load request each replica's last check of the version answered."""
+    return [r.answered[model][version] for r in reports]
+
+
+async def test_a_rollback_to_a_warm_version_checks_it_on_no_replica_again(
+    models, swapper, fleet, replicas, transitions
+):
+    await swapper.swap_version(models.iris, "1", "2")
+    checked = answered(await fleet.replicas(), models.iris, "1")
+    transitions.seen.clear()
+
+    await swapper.rollback_version(models.iris, "1")
+
+    assert answered(await fleet.replicas(), models.iris, "1") == checked
+    draining = await transitions.wait_for(SwapState.DRAINING)
+    assert f"rolled back to version 1 ({WARM})" in draining.message
+    assert await answering_versions(replicas, models.iris) == {"1"}
+
+
+async def test_a_rollback_to_a_version_about_to_unload_loads_and_checks_it_again(
+    models, swapper, fleet, replicas, transitions
+):
+    swapper.policy = SwapPolicy(drain_timeout=10, keep_warm=WARM_MARGIN / 2)
+    await swapper.swap_version(models.iris, "1", "2")
+    checked = answered(await fleet.replicas(), models.iris, "1")
+    transitions.seen.clear()
+
+    await swapper.rollback_version(models.iris, "1")
+
+    again = answered(await fleet.replicas(), models.iris, "1")
+    assert all(now > before for now, before in zip(again, checked, strict=True))
+    draining = await transitions.wait_for(SwapState.DRAINING)
+    assert WARM not in draining.message
     assert await answering_versions(replicas, models.iris) == {"1"}
 
 

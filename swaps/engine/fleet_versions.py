@@ -32,6 +32,9 @@ LOAD_TIMED_OUT = (
 )
 NOT_LOADED_ON = "not loaded on replica {replica}"
 NO_REPLICA_TO_CHECK = "no live replica has it loaded: no live replica at all"
+# A version whose unload is nearer than this is not kept warm but loaded again: a
+# replica may unload it before the cancellation reaches it (or by a clock a little ahead).
+WARM_MARGIN = 10.0
 
 
 def desired_entry(*, request: int, retire_at: float | None) -> bytes:
@@ -92,6 +95,30 @@ class FleetVersions:
         return min(results, key=lambda h: (h.healthy, -(h.latency_ms or 0.0)))
 
     @unavailable_as_error
+    async def keep_warm(self, model_id: str, version: str) -> bool:
+        field = version_field(model_id, version)
+        reports = await live_reports(self._redis, self._keys)
+        raw = await self._redis.hget(self._keys.desired, field)
+        if not reports or raw is None:
+            return False
+        wanted = orjson.loads(raw)
+        retire_at = wanted["retire_at"]
+        if retire_at is not None and retire_at - time.time() < WARM_MARGIN:
+            return False
+        if not all(_warm_on(r, model_id, version, wanted["request"]) for r in reports):
+            return False
+        # The same request number: no replica loads or checks it again for this.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self._keys.desired,
+                field,
+                desired_entry(request=wanted["request"], retire_at=None),
+            )
+            pipe.publish(self._keys.changes, model_id)
+            await pipe.execute()
+        return True
+
+    @unavailable_as_error
     async def unload(self, model_id: str, version: str, *, after: float = 0.0) -> None:
         field = version_field(model_id, version)
         raw = await self._redis.hget(self._keys.desired, field)
@@ -143,6 +170,18 @@ def _answered(report: ReplicaReport, model_id: str, version: str, request: int) 
     if reason:
         raise LoadError(REPLICA_LOAD_FAILED.format(replica=report.replica_id, reason=reason))
     return True
+
+
+def _warm_on(report: ReplicaReport, model_id: str, version: str, request: int) -> bool:
+    """Loaded on the replica, and healthy by the check that answered the load `request`."""
+    health = report.health_of(model_id, version)
+    return (
+        report.has_loaded(model_id, version)
+        and report.answered.get(model_id, {}).get(version, -1) >= request
+        and not report.failures.get(model_id, {}).get(version)
+        and health is not None
+        and health.healthy
+    )
 
 
 def _health_on(report: ReplicaReport, model_id: str, version: str) -> HealthCheckResult:

@@ -45,6 +45,8 @@ from .results import (
 
 log = logging.getLogger(__name__)
 
+WARM = "not checked again: loaded and healthy everywhere since it was loaded"
+
 Observer = Callable[[SwapStatus], Awaitable[None] | None]
 
 
@@ -136,8 +138,9 @@ class ModelHotSwapper:
 
         1. Validate: the target exists, is not active, and has served this model.
         2. Claim the model (a running swap or rollback refuses this one).
-        3. Make sure the target is loaded (it is, within the keep-warm window) and
-           healthy; flip the route immediately.
+        3. Keep the target if it is warm (still loaded within the keep-warm window and
+           healthy everywhere since it was loaded: no second check); else load and
+           check it. Flip the route immediately.
         4. Drain the version it left, then unload it after the keep-warm window.
 
         With `wait_for_drain=False` it returns right after step 3, the status Draining:
@@ -259,8 +262,12 @@ class ModelHotSwapper:
         left, target = status.current_version, status.target_version
         assert target is not None
         began = time.perf_counter()
-        await self._prepare(status, target)
-        status = await self._flip(status, target)
+        # A version that stayed loaded and healthy everywhere needs no second check:
+        # that check is most of an instant rollback's time.
+        warm = await self._versions.keep_warm(status.model_id, target)
+        if not warm:
+            await self._prepare(status, target)
+        status = await self._flip(status, target, note=WARM if warm else "")
         flip_seconds = time.perf_counter() - began
         rolled_back_at = self._clock()
         drained = 0
@@ -362,7 +369,7 @@ class ModelHotSwapper:
 
     # -- steps --------------------------------------------------------------------------
 
-    async def _flip(self, status: SwapStatus, target: str) -> SwapStatus:
+    async def _flip(self, status: SwapStatus, target: str, *, note: str = "") -> SwapStatus:
         """Route the model to `target`; from here the left version only drains."""
         await self._router.flip(status.model_id, target)
         source = status.previous_version
@@ -370,21 +377,22 @@ class ModelHotSwapper:
             return replace(status, current_version=target)
         baseline = await self._inflight.completed(status.model_id, source)
         return await self._enter_drain(
-            replace(status, current_version=target), completed_at_flip=baseline
+            replace(status, current_version=target), completed_at_flip=baseline, note=note
         )
 
     async def _enter_drain(
-        self, status: SwapStatus, *, completed_at_flip: int | None
+        self, status: SwapStatus, *, completed_at_flip: int | None, note: str = ""
     ) -> SwapStatus:
         source = status.previous_version
         assert source is not None
         verb = "rolled back" if status.operation == "rollback" else "route flipped"
+        flipped = f"{verb} to version {status.current_version}" + (f" ({note})" if note else "")
         return await self._transition(
             status,
             state=SwapState.DRAINING,
             pending_requests=await self._inflight.pending(status.model_id, source),
             completed_at_flip=completed_at_flip,
-            message=f"{verb} to version {status.current_version}; draining version {source}",
+            message=f"{flipped}; draining version {source}",
         )
 
     async def _complete(

@@ -58,6 +58,15 @@ class VersionManager(Protocol):
         """Health where it serves (in a fleet: the worst replica's). Never raises."""
         ...
 
+    async def keep_warm(self, model_id: str, version: str) -> bool:
+        """Keep a warm version for a rollback, without loading or checking it again.
+
+        Warm: loaded everywhere it serves, its health check passed there since it was
+        loaded, and not about to be unloaded. Then any pending unload is cancelled and
+        this returns True; else it changes nothing and returns False (load and check).
+        """
+        ...
+
     async def unload(self, model_id: str, version: str, *, after: float = 0.0) -> None:
         """Unload once `after` seconds have passed and no request is in flight on it.
 

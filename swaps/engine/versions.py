@@ -46,6 +46,7 @@ class LocalVersions:
         self._specs: dict[Key, VersionSpec] = {}
         self._loaded: dict[Key, LoadedModel] = {}
         self._retirements: dict[Key, threading.Timer] = {}
+        self._health: dict[Key, HealthCheckResult] = {}  # the last check since each load
         self._lock = threading.Lock()
         self._loading: dict[Key, threading.Lock] = {}
         self._loader = loader
@@ -123,12 +124,12 @@ class LocalVersions:
             )
         model = self._loaded.get((model_id, version))
         try:
-            return await asyncio.wait_for(
+            result = await asyncio.wait_for(
                 asyncio.to_thread(self.check_health_now, spec, model),
                 timeout=self._health_timeout,
             )
         except TimeoutError:
-            return HealthCheckResult.failure(
+            result = HealthCheckResult.failure(
                 model_id=model_id,
                 version=version,
                 reason=HEALTH_TIMEOUT.format(seconds=self._health_timeout),
@@ -137,6 +138,22 @@ class LocalVersions:
                 memory_bytes=model.memory_bytes if model is not None else None,
                 memory_limit_bytes=spec.memory_limit_bytes,
             )
+        if model is not None and self._loaded.get((model_id, version)) is model:
+            self._health[model_id, version] = result
+        return result
+
+    async def keep_warm(self, model_id: str, version: str) -> bool:
+        key = (model_id, version)
+        with self._lock:  # against a retirement firing now (see _retire)
+            timer = self._retirements.pop(key, None)
+            health = self._health.get(key)
+            warm = key in self._loaded and health is not None and health.healthy
+            if timer is not None and not warm:
+                self._retirements[key] = timer  # not kept: leave its unload as it was
+                timer = None
+        if timer is not None:
+            timer.cancel()
+        return warm
 
     def check_health_now(self, spec: VersionSpec, model: LoadedModel | None) -> HealthCheckResult:
         return health.probe(
@@ -154,20 +171,25 @@ class LocalVersions:
         if after <= 0:
             self._retire(key)
             return
-        timer = threading.Timer(after, self._retire, args=(key,))
+        timer = threading.Timer(after, lambda: self._retire(key, timer))
         timer.daemon = True
         with self._lock:
             self._retirements[key] = timer
         timer.start()
 
-    def _retire(self, key: Key) -> None:
+    def _retire(self, key: Key, timer: threading.Timer | None = None) -> None:
         with self._lock:
+            # A retirement cancelled (a load, keep_warm) as it fired does not unload.
+            if timer is not None and self._retirements.get(key) is not timer:
+                return
             self._retirements.pop(key, None)
-        if self.in_use(*key):
+            busy = self.in_use(*key)
+            if not busy:
+                self._loaded.pop(key, None)
+                self._health.pop(key, None)
+        if busy:
             # Never cut off a request, never unload what serves: look again shortly.
             self.schedule_unload(key, RETIRE_RETRY_SECONDS)
-            return
-        self._loaded.pop(key, None)
 
     def _cancel_retirement(self, key: Key) -> None:
         with self._lock:

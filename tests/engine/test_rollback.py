@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from swaps.engine import errors
-from swaps.engine.errors import InvalidSwap, UnknownVersion
-from swaps.engine.hotswapper import SwapPolicy
-from swaps.engine.results import SwapState
+from swaps.engine.errors import InvalidSwap, UnhealthyVersion, UnknownVersion
+from swaps.engine.hotswapper import WARM, SwapPolicy
+from swaps.engine.results import HealthCheckResult, SwapState
 
 from .conftest import MODEL, held_request, infer, wait_entered
 
@@ -52,6 +52,58 @@ async def test_rollback_to_a_warm_version_does_not_reload_it(stack, swapped_to_2
     await stack.swapper.rollback_version(MODEL, "1")
 
     assert stack.versions.loaded(MODEL, "1") is warm
+
+
+@pytest.fixture
+def health_checks(stack, monkeypatch) -> list[tuple[str, str]]:
+    """Every health check the engine runs from here on: (model, version)."""
+    checks: list[tuple[str, str]] = []
+    check_health = stack.versions.check_health
+
+    async def counted(model_id: str, version: str):
+        checks.append((model_id, version))
+        return await check_health(model_id, version)
+
+    monkeypatch.setattr(stack.versions, "check_health", counted)
+    return checks
+
+
+async def test_rollback_to_a_warm_healthy_version_does_not_check_it_again(
+    stack, swapped_to_2, health_checks, transitions
+):
+    result = await stack.swapper.rollback_version(MODEL, "1")
+
+    assert result.success
+    assert health_checks == []
+    draining = await transitions.wait_for(SwapState.DRAINING)
+    assert draining.message == f"rolled back to version 1 ({WARM}); draining version 2"
+
+
+async def test_rollback_to_a_version_whose_last_check_failed_checks_it_again(
+    stack, swapped_to_2, health_checks, monkeypatch
+):
+    failing = HealthCheckResult.failure(model_id=MODEL, version="1", reason="it went bad")
+    monkeypatch.setattr(stack.versions, "check_health_now", lambda spec, model: failing)
+    assert not (await stack.swapper.check_version_health(MODEL, "1")).healthy
+    health_checks.clear()
+
+    with pytest.raises(UnhealthyVersion):
+        await stack.swapper.rollback_version(MODEL, "1")
+
+    assert health_checks == [(MODEL, "1")]
+    assert await stack.router.active(MODEL) == "2"
+
+
+async def test_a_warm_version_a_rollback_keeps_is_no_longer_due_to_unload(
+    stack, swapped_to_2, health_checks
+):
+    assert (MODEL, "2") not in stack.versions.pending_unloads()
+    assert (MODEL, "1") in stack.versions.pending_unloads()  # the swap left it warm
+
+    await stack.swapper.rollback_version(MODEL, "1")
+
+    assert health_checks == []
+    assert stack.versions.pending_unloads() == [(MODEL, "2")]  # only the version it left
 
 
 async def test_rollback_to_an_unloaded_version_loads_it_first(stack, serving_version):
