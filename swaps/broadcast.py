@@ -1,99 +1,229 @@
-"""Where the browser is told: render a live fragment and send it to a websocket group.
+"""Where the browser is told: render the live fragments and send them to who watches.
 
-The ONE module that pushes to the console. Each message is HTML whose top-level
-elements carry the stable ids of templates/swaps/live.html; the consumer forwards it
-as it is, and htmx's ws extension swaps each element into the page by its id. Chart
-points travel the same way as a JSON text frame, which the page's console.js takes.
+The ONE module that pushes to the console, and it runs only in the console process:
+the process that made a change (an API request, an RQ job) just announces it
+(swaps/notify.py), and the console's live task (swaps/live.py) hands each burst of
+announcements to `render_changes` here, off the request and job threads.
 
-Groups: "dashboard" (the dashboard and the approvals queue) and "model.<name>" (a
-model's page). `swap_changed` and `rollback_request_changed` are called by
-swaps/notify.py once the change has committed; `pending_counts` and `traffic` by the
-console's publisher (swaps/live.py), a few times a second at most, never per request.
+Each message is HTML whose top-level elements carry the stable ids of
+templates/swaps/live.html; htmx's ws extension swaps each element into the page by
+its id. Chart points travel the same way as a JSON text frame, which console.js takes.
+
+The sockets of this process register in `watchers` under the page they show (a
+model's page, or the dashboard with the approvals queue). Each change burst renders a
+fragment once for every page somebody here watches, and not at all for the others.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.db import database_sync_to_async
 from django.template.loader import render_to_string
 
 from swaps import console
-from swaps.models import RollbackRequest, Swap
+from swaps.models import ServedModel, Swap
 from swaps.refusals import NotFound
 from swaps.registry import get_model
 
-DASHBOARD = "dashboard"
+log = logging.getLogger(__name__)
+
+# What a socket watches: a model's page (the model's name) or the dashboard (None),
+# which also shows the approvals queue and every model's state.
+DASHBOARD = None
 LIVE = "swaps/live.html"
-# Channel-layer group names: ASCII letters, digits, '-', '_' or '.', under 100 characters.
-_NOT_GROUP_CHARACTER = re.compile(r"[^A-Za-z0-9._-]")
+
+Page = str | None
+Send = Callable[[str], Awaitable[None]]
 
 
-def model_group(name: str) -> str:
-    return "model." + _NOT_GROUP_CHARACTER.sub("_", name)[:80]
+class Watchers:
+    """The open console sockets of this process, by the page each one shows."""
+
+    def __init__(self) -> None:
+        self._pages: dict[Page, set[Send]] = {}
+
+    def add(self, page: Page, send: Send) -> None:
+        self._pages.setdefault(page, set()).add(send)
+
+    def discard(self, page: Page, send: Send) -> None:
+        sockets = self._pages.get(page)
+        if sockets is not None:
+            sockets.discard(send)
+            if not sockets:
+                del self._pages[page]
+
+    def watched(self, page: Page) -> bool:
+        return page in self._pages
+
+    def pages(self) -> list[Page]:
+        return list(self._pages)
+
+    def __len__(self) -> int:
+        return sum(len(sockets) for sockets in self._pages.values())
+
+    async def send(self, page: Page, text: str) -> None:
+        for send in list(self._pages.get(page, ())):
+            try:
+                await send(text)
+            except Exception:  # one socket closing as we send must not starve the others
+                log.warning("console: could not push to a socket of %s", page or "the dashboard")
 
 
-def fragment(partial: str, context: dict[str, Any]) -> str:
-    """One partial of live.html, exactly as the page and the htmx answers render it."""
-    return render_to_string(f"{LIVE}#{partial}", context)
+watchers = Watchers()
 
 
-def swap_changed(swap: Swap) -> None:
-    """A swap, rollback or deploy changed: its model's state, history and audit log."""
-    served = get_model(swap.served_model.name)
-    group = model_group(served.name)
-    # The state is what an operator watches: it goes out before the rest is rendered,
-    # and the counts follow it at once (they are the publisher's to send: wake it).
-    state = fragment("swap-state", console.state_context(served))
-    send_many([(DASHBOARD, [state]), (group, [state])], wake_counts=True)
-    dashboard = [fragment("latest-swaps", console.latest_swaps_context())]
-    if swap.kind == Swap.Kind.ROLLBACK:  # an approved request left the queue
-        dashboard.append(fragment("approvals", console.approvals_context()))
-    send_many([(DASHBOARD, dashboard), (group, _model_fragments(served))])
+@dataclass
+class Changes:
+    """What changed since the last render: a burst of announcements, merged.
+
+    `swaps`: per model whose swap, rollback or deploy records changed, their events in
+    order (each state it went through is shown; the history, audit and the dashboard's
+    latest swaps once). `requests`: models whose rollback requests changed (their
+    rollback panel). `approvals`: the approvals queue changed. `everything`: render
+    every watched page in full (announcements may have been missed, as while Redis was
+    away).
+    """
+
+    swaps: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    requests: set[str] = field(default_factory=set)
+    approvals: bool = False
+    everything: bool = False
+
+    def add(self, announcement: dict[str, Any]) -> None:
+        """Merge one announcement (an event of swaps/notify.py) into the burst."""
+        model, record = announcement.get("model"), announcement.get("record")
+        if not isinstance(model, str):
+            return
+        if record == "swap":
+            self.swaps.setdefault(model, []).append(announcement)
+            # An approved rollback request left the queue as its rollback began.
+            self.approvals |= announcement.get("kind") == Swap.Kind.ROLLBACK
+        elif record == "rollback_request":
+            self.requests.add(model)
+            self.approvals = True
+
+    def states(self, model: str) -> list[dict[str, Any]]:
+        """The model's swap events to show, one per state in a row of the same record:
+        the drain's count updates while Draining are shown as their latest."""
+        shown: list[dict[str, Any]] = []
+        for event in self.swaps.get(model, []):
+            if shown and (shown[-1]["id"], shown[-1]["state"]) == (event["id"], event["state"]):
+                shown[-1] = event
+            else:
+                shown.append(event)
+        return shown
+
+    def __bool__(self) -> bool:
+        return bool(self.swaps or self.requests or self.approvals or self.everything)
 
 
-def rollback_request_changed(request: RollbackRequest) -> None:
-    """A rollback request now waits for approval, or was rejected."""
-    served = get_model(request.served_model.name)
-    send(DASHBOARD, fragment("approvals", console.approvals_context()))
-    send(model_group(served.name), *_model_fragments(served))
+async def render_changes(changes: Changes, *, states_sent: Callable[[], None]) -> None:
+    """Render what `changes` touched, for the pages watched here, and send it.
+
+    The states are what an operator watches: they go out first, each in a message of
+    its own (so each is shown, however short it lasted), and `states_sent` is called
+    then (the live task publishes the counts at once, so a version that just stopped
+    serving does not read "serving" for a beat). The rest follows, one message per page.
+    """
+    if changes.everything:
+        for page in watchers.pages():
+            await watchers.send(page, await database_sync_to_async(snapshot)(page))
+        states_sent()
+        return
+    states = await database_sync_to_async(_render_states)(changes)
+    for page, html in states:
+        await watchers.send(page, html)
+    if states:
+        states_sent()
+    for page, html in await database_sync_to_async(_render_rest)(changes):
+        await watchers.send(page, html)
+
+
+def _render_states(changes: Changes) -> list[tuple[Page, str]]:
+    messages: list[tuple[Page, str]] = []
+    for served in _watched_models(set(changes.swaps), dashboard_too=True):
+        latest = console.swaps_of(served.swaps.all()).first()
+        versions = {version.pk: version for version in served.versions.all()}
+        for event in changes.states(served.name):
+            state = fragment("swap-state", _state_at(served, latest, versions, event))
+            messages.extend(
+                (page, state) for page in (DASHBOARD, served.name) if watchers.watched(page)
+            )
+    return messages
+
+
+def _state_at(
+    served: ServedModel, latest: Swap | None, versions: dict[int, Any], event: dict[str, Any]
+) -> dict[str, Any]:
+    """The state card as the announced change left it. A change to an older operation
+    than the model's latest (a late settle) shows the latest as it stands."""
+    if latest is None or latest.pk != event["id"]:
+        return console.state_context(served)
+    latest.state = event["state"]
+    latest.message = event["message"]
+    latest.requests_remaining = event["requests_remaining"]
+    latest.requests_drained = event["requests_drained"]
+    finished = event["finished_at"]
+    latest.finished_at = datetime.fromisoformat(finished) if finished else None
+    served.active_version = versions.get(event["active_version_id"])
+    return console.state_context(served, latest)
+
+
+def _render_rest(changes: Changes) -> list[tuple[Page, str]]:
+    messages: list[tuple[Page, str]] = []
+    if watchers.watched(DASHBOARD):
+        dashboard = []
+        if changes.swaps:
+            dashboard.append(fragment("latest-swaps", console.latest_swaps_context()))
+        if changes.approvals:
+            dashboard.append(fragment("approvals", console.approvals_context()))
+        if dashboard:
+            messages.append((DASHBOARD, "".join(dashboard)))
+    for served in _watched_models(set(changes.swaps) | changes.requests, dashboard_too=False):
+        messages.append((served.name, "".join(_model_fragments(served))))
+    return messages
+
+
+def _watched_models(models: set[str], *, dashboard_too: bool) -> list[ServedModel]:
+    """The models of `models` whose page somebody here watches (all of them, when the
+    dashboard is watched and `dashboard_too`), read once each; one deleted is left out."""
+    dashboard = dashboard_too and watchers.watched(DASHBOARD)
+    found = []
+    for name in sorted(models):
+        if dashboard or watchers.watched(name):
+            try:
+                found.append(get_model(name))
+            except NotFound:
+                continue
+    return found
 
 
 async def pending_counts(model: str, rows: list[dict[str, Any]]) -> None:
     """Requests in flight (and served per second) on each version of `model`, fleet-wide."""
+    pages = [page for page in (DASHBOARD, model) if watchers.watched(page)]
+    if not pages:
+        return
     html = fragment("pending", {"model_name": model, "rows": rows})
-    await asend(DASHBOARD, html)
-    await asend(model_group(model), html)
+    for page in pages:
+        await watchers.send(page, html)
 
 
 async def traffic(model: str, *, at: float, rates: dict[str, float]) -> None:
     """One chart point: requests per second served by each version of `model` at `at`."""
     point = json.dumps({"kind": "traffic", "model": model, "t": at, "rates": rates})
-    layer = get_channel_layer()
-    for group in (DASHBOARD, model_group(model)):
-        await layer.group_send(group, {"type": "chart", "point": point})
+    for page in (DASHBOARD, model):
+        await watchers.send(page, point)
 
 
-def send(group: str, *fragments: str) -> None:
-    async_to_sync(asend)(group, *fragments)
-
-
-def send_many(messages: list[tuple[str, list[str]]], *, wake_counts: bool = False) -> None:
-    """Several groups' fragments in one hop to the channel layer; then, if asked, wake
-    the live-counts publisher of every console process that has watchers in them."""
-
-    async def push() -> None:
-        layer = get_channel_layer()
-        for group, fragments in messages:
-            await asend(group, *fragments)
-        if wake_counts:
-            for group, _ in messages:
-                await layer.group_send(group, {"type": "counts.wake"})
-
-    async_to_sync(push)()
+def fragment(partial: str, context: dict[str, Any]) -> str:
+    """One partial of live.html, exactly as the page and the htmx answers render it."""
+    return render_to_string(f"{LIVE}#{partial}", context)
 
 
 def snapshot(model: str | None) -> str:
@@ -114,10 +244,6 @@ def snapshot(model: str | None) -> str:
     except NotFound:
         return ""
     return fragment("swap-state", console.state_context(served)) + "".join(_model_fragments(served))
-
-
-async def asend(group: str, *fragments: str) -> None:
-    await get_channel_layer().group_send(group, {"type": "html", "html": "".join(fragments)})
 
 
 def _model_fragments(served: Any) -> list[str]:

@@ -31,9 +31,11 @@ def requests_of(queryset: QuerySet[RollbackRequest]) -> QuerySet[RollbackRequest
     )
 
 
-def state_context(served: ServedModel) -> dict[str, Any]:
-    """`swap-state`: the version served, and the latest operation's state and result."""
-    latest = swaps_of(served.swaps.all()).first()
+def state_context(served: ServedModel, latest: Swap | None = None) -> dict[str, Any]:
+    """`swap-state`: the version served, and the latest operation's state and result
+    (`latest` as the caller read it, else read here)."""
+    if latest is None:
+        latest = swaps_of(served.swaps.all()).first()
     return {
         "model": served,
         "swap": latest,

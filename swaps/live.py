@@ -1,15 +1,21 @@
-"""Live counts for the console: requests in flight and served per second, per version.
+"""The console's live task: the pushed fragments and counts, per console process.
 
-The replicas already report their in-flight and served counts to Redis on every
-heartbeat and every change (swaps/engine/reports.py). The publisher reads those
-reports on a steady beat (every second, every quarter second while a version
-drains) and broadcasts each model's counts and a chart point. It never runs per
-request: its cost is one Redis read per beat, whatever the traffic.
+Two things reach the browser live, and this task sends both to the sockets of its
+process (swaps/broadcast.py keeps them):
 
-It runs in the console (daphne) process, as an asyncio task started by the first
+- Changes. The process that made a change announces it (swaps/notify.py) to the
+  channel layer's CHANGES group, which this task joins. Announcements arriving while
+  it renders are merged into the next render: a burst of transitions costs one render
+  per watched page, and the request or job that made them renders nothing.
+- Counts: requests in flight and served per second, per version. The replicas report
+  them to Redis on every heartbeat and every change (swaps/engine/reports.py); this
+  task reads the reports on a steady beat (every second, every quarter second while a
+  version drains) and sends each model's counts and a chart point. It never runs per
+  request: its cost is one Redis read per beat, whatever the traffic.
+
+It runs in the console (daphne) process, as asyncio tasks started by the first
 websocket connection and stopped when the last one closes: daphne sends no lifespan
 events, only the console has watchers to serve, and nobody watching costs nothing.
-With several console processes, a short Redis claim per beat lets one of them send.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from swaps import broadcast
+from channels.layers import get_channel_layer
+
+from swaps import broadcast, notify
 from swaps.engine.errors import SwapError
 from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_keys import REDIS_DOWN
@@ -32,6 +41,9 @@ log = logging.getLogger(__name__)
 
 BEAT = 1.0
 DRAINING_BEAT = 0.25
+# The channel layer drops group members after a day (channels-redis' group_expiry).
+REJOIN_SECONDS = 3600.0
+RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -92,11 +104,11 @@ def draining(rows: dict[str, list[dict[str, Any]]]) -> bool:
 
 
 class Publisher:
-    """The per-process task that broadcasts counts while anybody watches.
+    """The per-process live task: follows the announced changes and beats the counts.
 
-    Besides its beat, it is woken (`wake`) when a swap changes state or somebody starts
-    watching: the counts then follow the state at once instead of up to a beat later
-    (a version that just stopped serving would otherwise still read "serving").
+    Besides its beat, the counts are published at once (`wake`) when somebody starts
+    watching and when a change's state was just sent: a version that stopped serving
+    would otherwise still read "serving" for up to a beat.
     """
 
     def __init__(self) -> None:
@@ -121,53 +133,121 @@ class Publisher:
             self._task = None
 
     def wake(self) -> None:
-        """Publish now rather than at the next beat (from the publisher's own loop)."""
+        """Publish the counts now rather than at the next beat (from the task's own loop)."""
         if self._woken is not None and self._task is not None:
             self._woken.set()
 
     async def _run(self, woken: asyncio.Event) -> None:
+        follower = asyncio.create_task(ChangeFollower(states_sent=self.wake).run())
         fleet = open_fleet()
         traffic = Traffic()
         try:
             # Also stop on our own: a cancel that lands inside a Redis call can be
             # swallowed by the client, and this loop must never outlive its watchers.
-            was_woken = False
             while self._task is asyncio.current_task():
                 beat = BEAT
                 try:
-                    beat = await self.publish_once(fleet, traffic, woken=was_woken)
+                    beat = await self.publish_once(fleet, traffic)
                 except (SwapError, *REDIS_DOWN) as exc:  # Redis away: say so, try again next beat
                     log.warning("console counts: cannot read the fleet (%s)", exc)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), beat)
-                    was_woken = True
-                except TimeoutError:
-                    was_woken = False
                 woken.clear()
         finally:
+            follower.cancel()
+            with contextlib.suppress(BaseException):
+                await follower
             with contextlib.suppress(Exception):
                 await fleet.redis.aclose()
 
-    async def publish_once(self, fleet: Fleet, traffic: Traffic, *, woken: bool = False) -> float:
-        """Read the reports, send each model's counts; return the wait until the next beat.
-
-        On its beat, one console process sends (a short Redis claim decides which);
-        when woken by a change, every woken process sends: the same fragment twice is
-        harmless, a change shown late is not.
-        """
+    async def publish_once(self, fleet: Fleet, traffic: Traffic) -> float:
+        """Read the reports, send each model's counts; return the wait until the next beat."""
         reports = await fleet.replicas()
         now = time.time()
         rows = pending_rows(reports, traffic.rates(reports, now))
-        beat = DRAINING_BEAT if draining(rows) else BEAT
-        # The other processes' reads just keep their rates fresh.
-        claim = f"{fleet.namespace}:console:beat"
-        if not woken and not await fleet.redis.set(claim, 1, nx=True, px=int(beat * 900)):
-            return beat
         for model, model_rows in rows.items():
             await broadcast.pending_counts(model, model_rows)
             rates = {row["version"]: round(row["rate"], 3) for row in model_rows}
             await broadcast.traffic(model, at=now, rates=rates)
-        return beat
+        return DRAINING_BEAT if draining(rows) else BEAT
+
+
+class ChangeFollower:
+    """Receives the announced changes and renders them, a burst at a time.
+
+    One task receives (the channel layer keeps what arrives while nobody reads), one
+    renders: announcements that arrive during a render are merged into the next one.
+    Another keeps this process's channel in the CHANGES group: the channel layer
+    forgets members after a day, and a Redis that restarted forgot them all; when the
+    group is joined again after Redis was away, every watched page is rendered in full,
+    as announcements may have been missed meanwhile.
+    """
+
+    def __init__(self, *, states_sent: Callable[[], None]) -> None:
+        self._states_sent = states_sent
+        self._changes = broadcast.Changes()
+        self._arrived = asyncio.Event()
+        self._lost = asyncio.Event()  # Redis went away: join the group again at once
+        self._layer = get_channel_layer()
+        self._channel = ""
+
+    async def run(self) -> None:
+        self._channel = await self._layer.new_channel()
+        tasks = [asyncio.create_task(step()) for step in (self._join, self._receive)]
+        try:
+            await self._render()
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await self._layer.group_discard(notify.CHANGES, self._channel)
+
+    async def _join(self) -> None:
+        rejoined = False
+        while True:
+            try:
+                await self._layer.group_add(notify.CHANGES, self._channel)
+            except Exception as exc:  # Redis away: the receiver says so; try again shortly
+                log.debug("console changes: cannot join (%s)", exc)
+                rejoined = True
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            if rejoined:
+                self._changes.everything = True
+                self._arrived.set()
+            rejoined = False
+            self._lost.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), REJOIN_SECONDS)
+            rejoined = self._lost.is_set()
+
+    async def _receive(self) -> None:
+        away = False
+        while True:
+            try:
+                event = await self._layer.receive(self._channel)
+            except Exception as exc:  # Redis away: keep trying; pages are redrawn after
+                if not away:
+                    log.warning("console changes: cannot receive (%s); retrying", exc)
+                away = True
+                self._lost.set()
+                await asyncio.sleep(RETRY_SECONDS)
+                continue
+            away = False
+            self._changes.add(event)
+            self._arrived.set()
+
+    async def _render(self) -> None:
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            changes, self._changes = self._changes, broadcast.Changes()
+            if not changes:
+                continue
+            try:
+                await broadcast.render_changes(changes, states_sent=self._states_sent)
+            except Exception:  # never lose the task: the next change renders again
+                log.exception("console changes: could not render %s", changes)
 
 
 publisher = Publisher()

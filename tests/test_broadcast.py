@@ -1,4 +1,4 @@
-"""broadcast.py: each change becomes the fragments the page swaps in, sent to its groups."""
+"""broadcast.py: each change becomes the fragments the page swaps in, sent to who watches."""
 
 from __future__ import annotations
 
@@ -6,34 +6,65 @@ import json
 
 import pytest
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
-from swaps import broadcast, rollbacks, swapping
-from swaps.models import ServedModel
+from swaps import broadcast, notify, rollbacks, swapping
+from swaps.broadcast import DASHBOARD, Changes
+from swaps.models import ServedModel, Swap
 
-pytestmark = pytest.mark.django_db
-
-
-def listen(group: str) -> str:
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
-    return channel
+# render_changes reads the database on a worker thread, as the console does.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def heard(channel: str) -> dict:
-    return async_to_sync(get_channel_layer().receive)(channel)
+class Watching:
+    """A socket of this process watching `page`: what it was sent, in order."""
+
+    def __init__(self, page: broadcast.Page) -> None:
+        self.page = page
+        self.frames: list[str] = []
+        broadcast.watchers.add(page, self.push)
+
+    async def push(self, text: str) -> None:
+        self.frames.append(text)
+
+    def close(self) -> None:
+        broadcast.watchers.discard(self.page, self.push)
 
 
-def html_heard(channel: str) -> str:
-    """The next HTML push (skipping the publisher's wake-up calls)."""
-    while (message := heard(channel))["type"] != "html":
-        pass
-    return message["html"]
+@pytest.fixture
+def watch():
+    sockets: list[Watching] = []
+
+    def watching(page: broadcast.Page) -> Watching:
+        sockets.append(Watching(page))
+        return sockets[-1]
+
+    yield watching
+    for socket in sockets:
+        socket.close()
 
 
-def types_heard(channel: str, count: int) -> list[str]:
-    return [heard(channel)["type"] for _ in range(count)]
+def render(changes: Changes) -> list[str]:
+    """Render `changes`; return the order of what happened ("states sent" included)."""
+    events: list[str] = []
+    async_to_sync(broadcast.render_changes)(
+        changes, states_sent=lambda: events.append("states sent")
+    )
+    return events
+
+
+def changed(*swaps) -> Changes:
+    """The burst of announcements of these swap records, as they stand."""
+    changes = Changes()
+    for swap in swaps:
+        changes.add(notify.swap_event(swap))
+    return changes
+
+
+def changed_by(*events) -> Changes:
+    changes = Changes()
+    for event in events:
+        changes.add(event)
+    return changes
 
 
 @pytest.fixture
@@ -41,60 +72,141 @@ def swap(alice, candidate_version):
     return swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
 
 
-def test_model_groups_are_valid_channel_layer_names():
-    assert broadcast.model_group("iris v2/../x") == "model.iris_v2_.._x"
+def test_a_swap_change_sends_the_state_then_the_latest_swaps_to_the_dashboard(swap, watch):
+    dashboard = watch(DASHBOARD)
 
+    render(changed(swap))
 
-def test_a_swap_change_sends_the_swap_state_to_the_dashboard(swap):
-    channel = listen("dashboard")
-
-    broadcast.swap_changed(swap)
-
-    assert 'id="swap-state-iris"' in heard(channel)["html"]
-
-
-def test_a_swap_change_sends_the_latest_swaps_to_the_dashboard(swap):
-    channel = listen("dashboard")
-
-    broadcast.swap_changed(swap)
-
-    first, second = html_heard(channel), html_heard(channel)
-    assert 'id="swap-state-iris"' in first  # the state goes out first, on its own
+    first, second = dashboard.frames
+    assert 'id="swap-state-iris"' in first and 'id="latest-swaps"' not in first
     assert 'id="latest-swaps"' in second
 
 
-def test_a_swap_change_sends_the_history_and_audit_log_to_the_model_page(swap):
-    channel = listen("model.iris")
+def test_a_swap_change_sends_the_history_and_audit_log_to_the_model_page(swap, watch):
+    page = watch("iris")
 
-    broadcast.swap_changed(swap)
+    render(changed(swap))
 
-    first, second = html_heard(channel), html_heard(channel)
+    first, second = page.frames
     assert 'id="swap-state-iris"' in first
     assert 'id="history-iris"' in second and 'id="audit-iris"' in second
 
 
-def test_a_swap_change_wakes_the_counts_publisher_right_after_the_state(swap):
-    channel = listen("model.iris")
+def test_the_counts_are_published_right_after_the_state_and_before_the_rest(swap, watch):
+    page = watch("iris")
+    order = []
+    page_push = page.push
 
-    broadcast.swap_changed(swap)
+    async def push(text: str) -> None:
+        order.append("state" if 'id="swap-state-iris"' in text else "rest")
+        await page_push(text)
 
-    assert types_heard(channel, 2) == ["html", "counts.wake"]
+    broadcast.watchers.discard("iris", page.push)
+    page.push = push
+    broadcast.watchers.add("iris", page.push)
+
+    async_to_sync(broadcast.render_changes)(
+        changed(swap), states_sent=lambda: order.append("counts")
+    )
+
+    assert order == ["state", "counts", "rest"]
 
 
-def test_a_swap_change_sends_the_model_pages_versions_table_with_the_served_version(
-    alice, served_before
+def test_a_rollback_change_sends_the_model_pages_versions_table_with_the_served_version(
+    alice, served_before, watch
 ):
     rollback = rollbacks.request_rollback(
         model="iris", target_version="1", reason="wrong answers", user=alice, via="t"
     )
-    channel = listen("model.iris")
+    page = watch("iris")
 
-    broadcast.swap_changed(rollback.swap)
+    render(changed(rollback.swap))
 
-    html_heard(channel)
-    versions = html_heard(channel).split('id="versions-iris"', 1)[1].split("</section>", 1)[0]
+    versions = page.frames[1].split('id="versions-iris"', 1)[1].split("</section>", 1)[0]
     serving = [row for row in versions.split("<tr>") if 'class="tag">serving' in row]
     assert len(serving) == 1 and '<th scope="row">1 <span' in serving[0]
+
+
+def test_a_rollback_change_sends_the_approvals_queue_to_the_dashboard(alice, served_before, watch):
+    rollback = rollbacks.request_rollback(
+        model="iris", target_version="1", reason="wrong answers", user=alice, via="t"
+    )
+    dashboard = watch(DASHBOARD)
+
+    render(changed(rollback.swap))
+
+    assert 'id="approvals"' in dashboard.frames[1]
+
+
+def test_nothing_is_rendered_for_pages_nobody_here_watches(swap, watch, monkeypatch):
+    other = watch("another-model")
+    rendered = []
+    fragment = broadcast.fragment
+    monkeypatch.setattr(
+        broadcast,
+        "fragment",
+        lambda partial, context: rendered.append(partial) or fragment(partial, context),
+    )
+
+    render(changed(swap))
+
+    assert rendered == [] and other.frames == []
+
+
+def test_each_state_of_a_burst_is_shown_in_order_and_a_drains_counts_as_its_latest(swap, watch):
+    page = watch("iris")
+    event = notify.swap_event(swap)
+    changes = Changes()
+    for state, remaining in [
+        ("pending", 0),
+        ("swapping", 0),
+        ("draining", 3),
+        ("draining", 1),
+        ("completed", 0),
+    ]:
+        changes.add({**event, "state": state, "requests_remaining": remaining})
+
+    render(changes)
+
+    *states, rest = page.frames
+    shown = [frame.split('data-state="', 1)[1].split('"', 1)[0] for frame in states]
+    assert shown == ["pending", "swapping", "draining", "completed"]
+    assert "1 request still running on version 1" in states[2]
+    assert 'id="history-iris"' in rest
+
+
+def test_a_state_is_shown_as_its_change_left_it_though_the_record_moved_on(swap, watch):
+    dashboard = watch(DASHBOARD)
+    announced = notify.swap_event(swap)  # pending
+    Swap.objects.filter(pk=swap.pk).update(state=Swap.State.SWAPPING)
+
+    render(changed_by(announced))
+
+    assert 'data-state="pending"' in dashboard.frames[0]
+
+
+def test_a_full_render_sends_every_watched_page_its_snapshot(swap, watch):
+    dashboard, page = watch(DASHBOARD), watch("iris")
+
+    events = render(Changes(everything=True))
+
+    assert dashboard.frames == [broadcast.snapshot(None)]
+    assert page.frames == [broadcast.snapshot("iris")]
+    assert events == ["states sent"]
+
+
+def test_a_socket_that_fails_does_not_starve_the_others(swap, watch):
+    async def closed(text: str) -> None:
+        raise RuntimeError("the socket closed")
+
+    broadcast.watchers.add("iris", closed)
+    try:
+        page = watch("iris")
+        render(changed(swap))
+    finally:
+        broadcast.watchers.discard("iris", closed)
+
+    assert len(page.frames) == 2
 
 
 def test_a_dashboard_snapshot_has_every_models_state_the_latest_swaps_and_the_queue(swap):
@@ -115,20 +227,21 @@ def test_a_snapshot_of_an_unknown_model_is_empty(db):
     assert broadcast.snapshot("nope") == ""
 
 
-def test_a_waiting_rollback_request_updates_the_approvals_queue(alice, served_before):
+def test_a_waiting_rollback_request_updates_the_approvals_queue(alice, served_before, watch):
     ServedModel.objects.filter(name="iris").update(rollback_requires_approval=True)
     request = rollbacks.request_rollback(
         model="iris", target_version="1", reason="wrong answers", user=alice, via="t"
     )
-    channel = listen("dashboard")
+    dashboard, page = watch(DASHBOARD), watch("iris")
+    events = render(changed_by(notify.request_event(request)))
 
-    broadcast.rollback_request_changed(request)
+    assert f'id="approval-{request.pk}"' in dashboard.frames[0]
+    assert 'id="rollback-iris"' in page.frames[0]
+    assert events == []  # no state changed: the counts keep their beat
 
-    assert f'id="approval-{request.pk}"' in heard(channel)["html"]
 
-
-def test_pending_counts_show_the_requests_in_flight_on_each_version():
-    channel = listen("model.iris")
+def test_pending_counts_show_the_requests_in_flight_on_each_version(watch):
+    page = watch("iris")
     rows = [
         {"version": "1", "inflight": 3, "serving": False, "rate": 0.0},
         {"version": "2", "inflight": 0, "serving": True, "rate": 12.5},
@@ -136,15 +249,15 @@ def test_pending_counts_show_the_requests_in_flight_on_each_version():
 
     async_to_sync(broadcast.pending_counts)("iris", rows)
 
-    html = heard(channel)["html"]
+    (html,) = page.frames
     assert 'id="pending-iris"' in html
     assert '<td class="inflight" data-inflight="3">3</td>' in html
 
 
-def test_traffic_sends_a_chart_point_as_json():
-    channel = listen("dashboard")
+def test_traffic_sends_a_chart_point_as_json(watch):
+    dashboard = watch(DASHBOARD)
 
     async_to_sync(broadcast.traffic)("iris", at=1000.0, rates={"1": 2.5})
 
-    point = json.loads(heard(channel)["point"])
+    point = json.loads(dashboard.frames[0])
     assert point == {"kind": "traffic", "model": "iris", "t": 1000.0, "rates": {"1": 2.5}}

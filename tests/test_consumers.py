@@ -107,10 +107,10 @@ async def test_the_model_socket_receives_the_swap_state_fragment_when_a_swap_cha
 ):
     socket = await watching("/ws/models/iris/", alice)
 
-    swap = await sync_to_async(swapping.start_swap)(
+    # Announced on commit; this process's live task renders it for the socket.
+    await sync_to_async(swapping.start_swap)(
         model="iris", from_version="1", to_version="2", user=alice, via="test"
     )
-    await sync_to_async(broadcast.swap_changed)(swap)
 
     frame = await fragment_with(socket, "swap-state-iris")
     assert 'data-state="pending"' in frame
@@ -122,10 +122,19 @@ async def test_the_dashboard_socket_receives_the_swap_state_fragment_when_a_swap
 ):
     socket = await watching("/ws/dashboard/", alice)
 
-    swap = await sync_to_async(swapping.start_swap)(
+    # Announced on commit; this process's live task renders it for the socket.
+    await sync_to_async(swapping.start_swap)(
         model="iris", from_version="1", to_version="2", user=alice, via="test"
     )
-    await sync_to_async(broadcast.swap_changed)(swap)
 
     assert "Pending" in await fragment_with(socket, "swap-state-iris")
     await socket.disconnect()
+
+
+async def test_a_closed_socket_is_sent_nothing_more(alice, iris):
+    socket = await watching("/ws/models/iris/", alice)
+    assert broadcast.watchers.watched("iris")
+
+    await socket.disconnect()
+
+    assert not broadcast.watchers.watched("iris")

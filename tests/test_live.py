@@ -4,11 +4,13 @@ when it publishes them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from channels.layers import get_channel_layer
 
-from swaps import live
+from swaps import live, notify
 from swaps.engine.reports import ReplicaReport
 from swaps.live import Traffic, draining, pending_rows
 
@@ -78,12 +80,12 @@ def test_a_restarted_replica_does_not_read_as_negative_traffic():
 @pytest.fixture
 async def publisher(monkeypatch, control_plane):
     """A publisher whose beat never comes: what it publishes, it publishes when woken.
-    Each publication puts whether it was woken on `publisher.published`."""
+    Each publication puts a token on `publisher.published`."""
     publisher = live.Publisher()
     publisher.published = asyncio.Queue()
 
-    async def publish_once(fleet, traffic, *, woken=False) -> float:
-        publisher.published.put_nowait(woken)
+    async def publish_once(fleet, traffic) -> float:
+        publisher.published.put_nowait("published")
         return 3600.0
 
     monkeypatch.setattr(publisher, "publish_once", publish_once)
@@ -92,14 +94,14 @@ async def publisher(monkeypatch, control_plane):
     publisher.unsubscribe()  # on this test's loop, while it still runs
 
 
-async def next_publication(publisher) -> bool:
+async def next_publication(publisher) -> str:
     return await asyncio.wait_for(publisher.published.get(), timeout=30)
 
 
 async def test_the_publisher_publishes_as_soon_as_somebody_watches(publisher):
     publisher.subscribe()
 
-    assert await next_publication(publisher) is False
+    assert await next_publication(publisher)
 
 
 async def test_a_woken_publisher_publishes_before_its_beat(publisher):
@@ -108,7 +110,7 @@ async def test_a_woken_publisher_publishes_before_its_beat(publisher):
 
     publisher.wake()
 
-    assert await next_publication(publisher) is True
+    assert await next_publication(publisher)
 
 
 async def test_a_new_watcher_wakes_the_running_publisher(publisher):
@@ -117,4 +119,101 @@ async def test_a_new_watcher_wakes_the_running_publisher(publisher):
 
     publisher.subscribe()
 
-    assert await next_publication(publisher) is True
+    assert await next_publication(publisher)
+
+
+class Renders:
+    """broadcast.render_changes, replaced: each render's Changes on a queue; a render
+    waits for `release` while `hold` is set (a render that takes long)."""
+
+    def __init__(self) -> None:
+        self.seen: asyncio.Queue = asyncio.Queue()
+        self.hold = False
+        self.release = asyncio.Event()
+
+    async def __call__(self, changes, *, states_sent) -> None:
+        self.seen.put_nowait(changes)
+        if self.hold:
+            await self.release.wait()
+
+    async def next(self):
+        return await asyncio.wait_for(self.seen.get(), timeout=30)
+
+
+@pytest.fixture
+async def follower(monkeypatch):
+    """A change follower on this test's loop, rendering into a `Renders`."""
+    renders = Renders()
+    monkeypatch.setattr(live.broadcast, "render_changes", renders)
+    following = live.ChangeFollower(states_sent=lambda: None)
+    task = asyncio.create_task(following.run())
+    await until_joined(following)
+    yield renders
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def until_joined(following) -> None:
+    layer = get_channel_layer()
+    async with asyncio.timeout(30):
+        while not following._channel or following._channel not in layer.groups.get(
+            notify.CHANGES, {}
+        ):
+            await asyncio.sleep(0)  # yield to the follower's tasks, no wall-clock wait
+
+
+async def announce(model: str, kind: str = "swap") -> None:
+    event = {"type": notify.EVENT, "record": "swap", "id": 1, "model": model, "kind": kind}
+    await get_channel_layer().group_send(notify.CHANGES, event)
+
+
+async def test_an_announced_change_is_rendered(follower):
+    await announce("iris")
+
+    changes = await follower.next()
+
+    assert set(changes.swaps) == {"iris"} and not changes.everything
+
+
+async def test_changes_announced_during_a_render_are_merged_into_the_next_one(follower):
+    follower.hold = True
+    await announce("iris")
+    first = await follower.next()
+    for model in ("iris", "wine", "wine"):
+        await announce(model)
+    await asyncio.sleep(0)  # let the receiver take them (no wall-clock wait)
+
+    follower.hold = False
+    follower.release.set()
+    second = await follower.next()
+
+    assert set(first.swaps) == {"iris"}
+    assert set(second.swaps) == {"iris", "wine"}
+    assert len(second.swaps["wine"]) == 2  # both, in order: each state is shown
+    assert follower.seen.empty()
+
+
+async def test_once_the_channel_layer_is_back_every_watched_page_is_rendered_in_full(
+    monkeypatch,
+):
+    renders = Renders()
+    monkeypatch.setattr(live.broadcast, "render_changes", renders)
+    layer = get_channel_layer()
+    receive = layer.receive
+    failures = iter([ConnectionError("Redis went away")])
+
+    async def receive_after_an_outage(channel):
+        for failure in failures:
+            raise failure
+        return await receive(channel)
+
+    monkeypatch.setattr(layer, "receive", receive_after_an_outage)
+    monkeypatch.setattr(live, "RETRY_SECONDS", 0)
+    task = asyncio.create_task(live.ChangeFollower(states_sent=lambda: None).run())
+    try:
+        changes = await renders.next()
+    finally:
+        task.cancel()
+
+    assert changes.everything
