@@ -3,7 +3,8 @@
 The ONE module that pushes to the console, and it runs only in the console process:
 the process that made a change (an API request, an RQ job) just announces it
 (swaps/notify.py), and the console's live task (swaps/live.py) hands each burst of
-announcements to `render_changes` here, off the request and job threads.
+announcements to `render_states` and then `render_rest` here, off the request and
+job threads.
 
 Each message is HTML whose top-level elements carry the stable ids of
 templates/swaps/live.html; htmx's ws extension swaps each element into the page by
@@ -119,17 +120,25 @@ class Changes:
                 shown.append(event)
         return shown
 
+    def merge(self, other: Changes) -> None:
+        for model, events in other.swaps.items():
+            self.swaps.setdefault(model, []).extend(events)
+        self.requests |= other.requests
+        self.approvals |= other.approvals
+        self.everything |= other.everything
+
     def __bool__(self) -> bool:
         return bool(self.swaps or self.requests or self.approvals or self.everything)
 
 
-async def render_changes(changes: Changes, *, states_sent: Callable[[], None]) -> None:
-    """Render what `changes` touched, for the pages watched here, and send it.
+async def render_states(changes: Changes, *, states_sent: Callable[[], None]) -> None:
+    """Render and send the states `changes` went through, for the pages watched here.
 
-    The states are what an operator watches: they go out first, each in a message of
-    its own (so each is shown, however short it lasted), and `states_sent` is called
-    then (the live task publishes the counts at once, so a version that just stopped
-    serving does not read "serving" for a beat). The rest follows, one message per page.
+    The states are what an operator watches: each goes out at once, in a message of its
+    own (so each is shown, however short it lasted), and `states_sent` is called then
+    (the live task publishes the counts at once, so a version that just stopped serving
+    does not read "serving" for a beat). A full render (`everything`) sends every
+    watched page its snapshot instead.
     """
     if changes.everything:
         for page in watchers.pages():
@@ -141,6 +150,14 @@ async def render_changes(changes: Changes, *, states_sent: Callable[[], None]) -
         await watchers.send(page, html)
     if states:
         states_sent()
+
+
+async def render_rest(changes: Changes) -> None:
+    """Render and send the rest of what `changes` touched (histories, audit logs, the
+    versions, rollback and swap panels, the latest swaps, the approvals queue), one
+    message per watched page."""
+    if changes.everything:
+        return  # the snapshots had it all
     for page, html in await database_sync_to_async(_render_rest)(changes):
         await watchers.send(page, html)
 

@@ -44,6 +44,10 @@ DRAINING_BEAT = 0.25
 # The channel layer drops group members after a day (channels-redis' group_expiry).
 REJOIN_SECONDS = 3600.0
 RETRY_SECONDS = 1.0
+# The rest of the pages render once no change arrived for REST_QUIET seconds, and at the
+# latest REST_WAIT seconds after the burst's first change.
+REST_QUIET = 0.05
+REST_WAIT = 0.25
 
 
 @dataclass
@@ -175,8 +179,13 @@ class Publisher:
 class ChangeFollower:
     """Receives the announced changes and renders them, a burst at a time.
 
-    One task receives (the channel layer keeps what arrives while nobody reads), one
-    renders: announcements that arrive during a render are merged into the next one.
+    One task receives (the channel layer keeps what arrives while nobody reads). One
+    renders the states at once: announcements that arrive during a render are merged
+    into the next one. One renders the rest of the pages (histories, audit logs,
+    panels: most of the rendering) once the burst is over, REST_QUIET after its last
+    announcement and at most REST_WAIT after its first: a rollback's few transitions
+    cost one such render, which does not compete with the rollback for this host's CPU
+    while it flips (the console usually runs in the process that serves the API).
     Another keeps this process's channel in the CHANGES group: the channel layer
     forgets members after a day, and a Redis that restarted forgot them all; when the
     group is joined again after Redis was away, every watched page is rendered in full,
@@ -187,13 +196,16 @@ class ChangeFollower:
         self._states_sent = states_sent
         self._changes = broadcast.Changes()
         self._arrived = asyncio.Event()
+        self._rest = broadcast.Changes()  # rendered once the burst is over
+        self._rest_due = asyncio.Event()
         self._lost = asyncio.Event()  # Redis went away: join the group again at once
         self._layer = get_channel_layer()
         self._channel = ""
 
     async def run(self) -> None:
         self._channel = await self._layer.new_channel()
-        tasks = [asyncio.create_task(step()) for step in (self._join, self._receive)]
+        steps = (self._join, self._receive, self._render_rest)
+        tasks = [asyncio.create_task(step()) for step in steps]
         try:
             await self._render()
         finally:
@@ -245,7 +257,31 @@ class ChangeFollower:
             if not changes:
                 continue
             try:
-                await broadcast.render_changes(changes, states_sent=self._states_sent)
+                await broadcast.render_states(changes, states_sent=self._states_sent)
+            except Exception:  # never lose the task: the next change renders again
+                log.exception("console changes: could not render the states of %s", changes)
+            self._rest.merge(changes)
+            self._rest_due.set()
+
+    async def _render_rest(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._rest_due.wait()
+            first = loop.time()
+            while True:  # until the burst is over, or has gone on long enough
+                self._rest_due.clear()
+                left = min(REST_QUIET, first + REST_WAIT - loop.time())
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._rest_due.wait(), left)
+                except TimeoutError:
+                    break
+            changes, self._rest = self._rest, broadcast.Changes()
+            if not changes:
+                continue
+            try:
+                await broadcast.render_rest(changes)
             except Exception:  # never lose the task: the next change renders again
                 log.exception("console changes: could not render %s", changes)
 

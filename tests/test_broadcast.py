@@ -11,7 +11,7 @@ from swaps import broadcast, notify, rollbacks, swapping
 from swaps.broadcast import DASHBOARD, Changes
 from swaps.models import ServedModel, Swap
 
-# render_changes reads the database on a worker thread, as the console does.
+# Rendering reads the database on a worker thread, as the console does.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -46,9 +46,12 @@ def watch():
 def render(changes: Changes) -> list[str]:
     """Render `changes`; return the order of what happened ("states sent" included)."""
     events: list[str] = []
-    async_to_sync(broadcast.render_changes)(
-        changes, states_sent=lambda: events.append("states sent")
-    )
+
+    async def render_both() -> None:
+        await broadcast.render_states(changes, states_sent=lambda: events.append("states sent"))
+        await broadcast.render_rest(changes)
+
+    async_to_sync(render_both)()
     return events
 
 
@@ -105,9 +108,12 @@ def test_the_counts_are_published_right_after_the_state_and_before_the_rest(swap
     page.push = push
     broadcast.watchers.add("iris", page.push)
 
-    async_to_sync(broadcast.render_changes)(
-        changed(swap), states_sent=lambda: order.append("counts")
-    )
+    async def render_both() -> None:
+        changes = changed(swap)
+        await broadcast.render_states(changes, states_sent=lambda: order.append("counts"))
+        await broadcast.render_rest(changes)
+
+    async_to_sync(render_both)()
 
     assert order == ["state", "counts", "rest"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -123,15 +124,15 @@ async def test_a_new_watcher_wakes_the_running_publisher(publisher):
 
 
 class Renders:
-    """broadcast.render_changes, replaced: each render's Changes on a queue; a render
-    waits for `release` while `hold` is set (a render that takes long)."""
+    """broadcast.render_states or render_rest, replaced: each render's Changes on a
+    queue; a render waits for `release` while `hold` is set (a render that takes long)."""
 
     def __init__(self) -> None:
         self.seen: asyncio.Queue = asyncio.Queue()
         self.hold = False
         self.release = asyncio.Event()
 
-    async def __call__(self, changes, *, states_sent) -> None:
+    async def __call__(self, changes, **options) -> None:
         self.seen.put_nowait(changes)
         if self.hold:
             await self.release.wait()
@@ -140,15 +141,22 @@ class Renders:
         return await asyncio.wait_for(self.seen.get(), timeout=30)
 
 
+@dataclass
+class Rendered:
+    states: Renders
+    rest: Renders
+
+
 @pytest.fixture
 async def follower(monkeypatch):
-    """A change follower on this test's loop, rendering into a `Renders`."""
-    renders = Renders()
-    monkeypatch.setattr(live.broadcast, "render_changes", renders)
+    """A change follower on this test's loop, rendering into `Renders`."""
+    rendered = Rendered(states=Renders(), rest=Renders())
+    monkeypatch.setattr(live.broadcast, "render_states", rendered.states)
+    monkeypatch.setattr(live.broadcast, "render_rest", rendered.rest)
     following = live.ChangeFollower(states_sent=lambda: None)
     task = asyncio.create_task(following.run())
     await until_joined(following)
-    yield renders
+    yield rendered
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -171,34 +179,47 @@ async def announce(model: str, kind: str = "swap") -> None:
 async def test_an_announced_change_is_rendered(follower):
     await announce("iris")
 
-    changes = await follower.next()
+    changes = await follower.states.next()
 
     assert set(changes.swaps) == {"iris"} and not changes.everything
+    assert set((await follower.rest.next()).swaps) == {"iris"}
 
 
 async def test_changes_announced_during_a_render_are_merged_into_the_next_one(follower):
-    follower.hold = True
+    states = follower.states
+    states.hold = True
     await announce("iris")
-    first = await follower.next()
+    first = await states.next()
     for model in ("iris", "wine", "wine"):
         await announce(model)
     await asyncio.sleep(0)  # let the receiver take them (no wall-clock wait)
 
-    follower.hold = False
-    follower.release.set()
-    second = await follower.next()
+    states.hold = False
+    states.release.set()
+    second = await states.next()
 
     assert set(first.swaps) == {"iris"}
     assert set(second.swaps) == {"iris", "wine"}
     assert len(second.swaps["wine"]) == 2  # both, in order: each state is shown
-    assert follower.seen.empty()
+    assert states.seen.empty()
+
+
+async def test_the_rest_of_a_burst_is_rendered_once_after_its_states(follower):
+    for model in ("iris", "wine", "iris"):
+        await announce(model)
+
+    rest = await follower.rest.next()
+
+    assert set(rest.swaps) == {"iris", "wine"} and len(rest.swaps["iris"]) == 2
+    assert follower.rest.seen.empty()
 
 
 async def test_once_the_channel_layer_is_back_every_watched_page_is_rendered_in_full(
     monkeypatch,
 ):
     renders = Renders()
-    monkeypatch.setattr(live.broadcast, "render_changes", renders)
+    monkeypatch.setattr(live.broadcast, "render_states", renders)
+    monkeypatch.setattr(live.broadcast, "render_rest", Renders())
     layer = get_channel_layer()
     receive = layer.receive
     failures = iter([ConnectionError("Redis went away")])
