@@ -11,6 +11,7 @@ request changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -169,10 +170,10 @@ def flip_rollback(*, swap_id: int) -> Swap:
                 return await run.settle(state=Swap.State.FAILED, message=result.message)
             # The drain job starts from the record, which must say Draining first. The
             # lease goes to the drain job before the job exists: the sweep never sees the
-            # drain without a runner, and the job never finds the lease still ours.
-            await run.recorder.flush()
+            # drain without a runner, and the job never finds the lease still ours. The
+            # record (the database) and the hand-over (Redis) are written side by side.
             drain = jobs.job_id(jobs.DRAIN, swap_id)
-            await run.lease.hand_over(drain)
+            await asyncio.gather(run.recorder.flush(), run.lease.hand_over(drain))
             await sync_to_async(_queue_drain)(swap_id)
             return await sync_to_async(load_swap)(swap_id)
 
