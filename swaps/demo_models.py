@@ -30,6 +30,9 @@ IRIS_SAMPLE = [[5.1, 3.5, 1.4, 0.2]]  # the first iris row, a setosa
 IRIS_INPUT = TensorSpec("input-0", "FP32", (-1, 4))
 IRIS_LABELS_SHAPE = (-1,)
 IRIS_LABELS_DTYPE = "INT64"
+# Every version answers with this one output, whatever its runtime would call it
+# ("predict", skl2onnx's "label"...): a client reads the same name across a swap.
+IRIS_OUTPUT = TensorSpec("label", IRIS_LABELS_DTYPE, IRIS_LABELS_SHAPE)
 # Generous for a model of a few kilobytes, yet a limit a runaway load would hit.
 MEMORY_LIMIT_BYTES = 200 * 2**20
 # Spelled out: under `python -m` this module's __name__ is "__main__".
@@ -94,6 +97,7 @@ def _iris_spec(*, version: str, runtime: str, artifact: str) -> VersionSpec:
         # Declared only where the runtime cannot read them from the artifact, so every
         # version takes the same request as version 1.
         inputs=(IRIS_INPUT,) if runtime == "python" else (),
+        outputs=(IRIS_OUTPUT,),
     )
 
 

@@ -4,6 +4,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,9 @@ GATEWAY_MAX_BODY_BYTES = 64 * 1024
 def gateway_replica(redis_url, iris_specs, tmp_path_factory) -> Iterator[ReplicaProcess]:
     """One replica process serving iris 1 (active) and 2 (loaded, pinned only) and held 1.
 
-    Version 3 of iris is registered but never loaded. Bodies over 64 KiB are refused.
+    Iris 2 declares no outputs here, so it serves both of its ONNX outputs (label and
+    probabilities): a model of several outputs. Version 3 of iris is registered but
+    never loaded. Bodies over 64 KiB are refused.
     """
     namespace = f"test-{uuid.uuid4().hex[:12]}"
     replica = start_replica(
@@ -99,7 +102,8 @@ def gateway_replica(redis_url, iris_specs, tmp_path_factory) -> Iterator[Replica
     async def deploy() -> None:
         fleet = Fleet.from_url(redis_url, namespace=namespace)
         try:
-            for spec in [*iris_specs.values(), gated_spec()]:
+            iris = {**iris_specs, "2": replace(iris_specs["2"], outputs=())}
+            for spec in [*iris.values(), gated_spec()]:
                 await fleet.publish_spec(spec)
             swapper = fleet.swapper()
             await swapper.deploy("iris", "1")

@@ -50,7 +50,7 @@ def test_rebuilding_leaves_no_temporary_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iris-1.joblib", "iris-2.onnx"]
 
 
-@pytest.mark.parametrize(("version", "output"), [("1", "predict"), ("2", "label")])
+@pytest.mark.parametrize(("version", "output"), [("1", "label"), ("2", "label")])
 def test_rebuilt_version_predicts_the_same_labels(iris_models, tmp_path, version, output):
     rebuilt = load(build_demo_models(tmp_path)[int(version) - 1])
     rows = np.asarray([[5.9, 3.0, 5.1, 1.8], [6.0, 2.2, 4.0, 1.0], [5.1, 3.5, 1.4, 0.2]])
@@ -60,12 +60,12 @@ def test_rebuilt_version_predicts_the_same_labels(iris_models, tmp_path, version
 
 def test_broken_version_answers_three_class_probabilities_per_row(iris_models):
     rows = np.zeros((5, 4), dtype=np.float32)
-    assert iris_models["3"].predict({"input-0": rows})["output-0"].shape == (5, 3)
+    assert iris_models["3"].predict({"input-0": rows})["label"].shape == (5, 3)
 
 
 def test_broken_version_probabilities_sum_to_one(iris_models):
     rows = np.zeros((5, 4), dtype=np.float32)
-    probabilities = iris_models["3"].predict({"input-0": rows})["output-0"]
+    probabilities = iris_models["3"].predict({"input-0": rows})["label"]
     assert np.allclose(probabilities.sum(axis=1), 1.0)
 
 

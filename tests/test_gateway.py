@@ -66,7 +66,7 @@ def test_model_metadata_describes_the_active_version(url):
     assert metadata["versions"] == ["1", "2", "3"]
     assert metadata["platform"] == "sklearn"
     assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
-    assert metadata["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [-1]}]
+    assert metadata["outputs"] == [{"name": "label", "datatype": "INT64", "shape": [-1]}]
 
 
 def test_version_metadata_describes_that_version(url):
@@ -105,9 +105,7 @@ def test_unpinned_inference_is_answered_by_the_active_version(url):
 
     assert answer["model_name"] == "iris"
     assert answer["model_version"] == "1"
-    assert answer["outputs"] == [
-        {"name": "predict", "datatype": "INT64", "shape": [1], "data": [0]}
-    ]
+    assert answer["outputs"] == [{"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}]
 
 
 def test_pinned_inference_is_answered_by_the_pinned_version(url):
@@ -204,7 +202,7 @@ def test_triton_client_infers_with_its_default_binary_data(triton_client):
 
     result = triton_client.infer("iris", [features])
 
-    assert result.as_numpy("predict").tolist() == [0]
+    assert result.as_numpy("label").tolist() == [0]
     assert result.get_response()["model_version"] == "1"
 
 

@@ -174,12 +174,17 @@ def _load_onnx(spec: VersionSpec) -> _Parts:
     inputs = tuple(_onnx_tensor(arg, "input") for arg in session.get_inputs())
     # A V2 response carries tensors only: outputs such as skl2onnx's ZipMap (a sequence
     # of maps) are left out rather than refusing a model whose tensors serve fine.
-    outputs = tuple(
+    found = tuple(
         _onnx_tensor(arg, "output") for arg in session.get_outputs() if _is_onnx_tensor(arg)
     )
-    if not outputs:
+    if not found:
         raise _Cause("the model has no tensor outputs to serve")
-    output_names = [t.name for t in outputs]
+    # Declared outputs are served under their declared names (the same names whatever
+    # the runtime, so clients read them across a swap between runtimes): each is the
+    # model's output of that name, or else the one at its position.
+    chosen = _declared_onnx_outputs(spec.outputs, found) if spec.outputs else found
+    output_names = [t.name for t in chosen]
+    outputs = spec.outputs or found
     dtypes = {t.name: numpy_dtype(t.datatype) for t in inputs}
 
     def run(batch: Batch) -> dict[str, np.ndarray]:
@@ -192,7 +197,8 @@ def _load_onnx(spec: VersionSpec) -> _Parts:
             feed = {name: batch[name] for name in dtypes}
         # ONNX Runtime refuses a float64 array for a float input: convert to the declared type.
         feed = {name: np.asarray(value, dtype=dtypes[name]) for name, value in feed.items()}
-        return dict(zip(output_names, session.run(output_names, feed), strict=True))
+        served = [t.name for t in outputs]
+        return dict(zip(served, session.run(output_names, feed), strict=True))
 
     return _Parts("onnxruntime_onnx", run, inputs, outputs)
 
@@ -276,6 +282,22 @@ def _single_input(batch: Batch, name: str) -> np.ndarray:
     if len(batch) == 1:
         return next(iter(batch.values()))
     raise ValueError(f"expected one input tensor named {name!r}, got {', '.join(batch) or 'none'}")
+
+
+def _declared_onnx_outputs(
+    declared: tuple[TensorSpec, ...], found: tuple[TensorSpec, ...]
+) -> tuple[TensorSpec, ...]:
+    by_name = {t.name: t for t in found}
+    chosen = []
+    for position, tensor in enumerate(declared):
+        match = by_name.get(tensor.name) or (found[position] if position < len(found) else None)
+        if match is None:
+            raise _Cause(
+                f"output {tensor.name!r} is declared, but the model has only "
+                f"{len(found)} tensor output(s): {', '.join(t.name for t in found)}"
+            )
+        chosen.append(match)
+    return tuple(chosen)
 
 
 def _is_onnx_tensor(arg: onnxruntime.NodeArg) -> bool:

@@ -86,7 +86,7 @@ def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
 
 def test_sklearn_version_predicts_iris_labels(iris_models, iris):
     features, labels = iris
-    predicted = iris_models["1"].predict({"input-0": features})["predict"]
+    predicted = iris_models["1"].predict({"input-0": features})["label"]
     assert accuracy(predicted, labels) > 0.9
 
 
@@ -98,7 +98,7 @@ def test_onnx_version_predicts_iris_labels(iris_models, iris):
 
 def test_python_version_runs_its_factory_on_iris_rows(iris_models, iris):
     features, labels = iris
-    probabilities = iris_models["3"].predict({"input-0": features})["output-0"]
+    probabilities = iris_models["3"].predict({"input-0": features})["label"]
     assert accuracy(probabilities.argmax(axis=1), labels) > 0.9
 
 
@@ -114,9 +114,32 @@ def test_onnx_converts_float64_input_to_its_declared_type(iris_models, iris):
     assert accuracy(predicted, labels) > 0.9
 
 
-def test_onnx_returns_every_output_in_session_order(iris_models, iris):
-    outputs = iris_models["2"].predict({"input_0": iris[0][:5]})
+@pytest.fixture(scope="module")
+def undeclared(iris_specs):
+    """Iris 1 and 2 loaded without declared outputs: each runtime describes its own."""
+    return {v: load(replace(iris_specs[v], outputs=())) for v in ("1", "2")}
+
+
+def test_onnx_without_declared_outputs_returns_every_output_in_session_order(undeclared, iris):
+    outputs = undeclared["2"].predict({"input_0": iris[0][:5]})
     assert list(outputs) == ["label", "probabilities"]
+
+
+def test_declared_outputs_are_served_under_their_names_whatever_the_runtime(iris_models, iris):
+    sklearn = iris_models["1"].predict({"input-0": iris[0][:5]})
+    onnx = iris_models["2"].predict({"input_0": iris[0][:5]})
+
+    assert list(sklearn) == list(onnx) == ["label"]
+    assert iris_models["1"].outputs == iris_models["2"].outputs
+
+
+def test_an_onnx_output_declared_under_another_name_is_the_one_at_its_position(iris_specs, iris):
+    renamed = replace(iris_specs["2"], outputs=(TensorSpec("class", "INT64", (-1,)),))
+
+    outputs = load(renamed).predict({"input_0": iris[0][:5]})
+
+    assert list(outputs) == ["class"]
+    assert outputs["class"].dtype == np.int64
 
 
 def test_predict_from_many_threads_gives_the_same_answers(iris_models, iris):
@@ -148,16 +171,16 @@ def test_sklearn_describes_one_fp32_input_of_its_feature_count(iris_models):
     assert iris_models["1"].inputs == (TensorSpec("input-0", "FP32", (-1, 4)),)
 
 
-def test_sklearn_describes_its_predict_output_from_a_real_prediction(iris_models):
-    assert iris_models["1"].outputs == (TensorSpec("predict", "INT64", (-1,)),)
+def test_sklearn_describes_its_predict_output_from_a_real_prediction(undeclared):
+    assert undeclared["1"].outputs == (TensorSpec("predict", "INT64", (-1,)),)
 
 
 def test_onnx_describes_its_inputs_from_the_session(iris_models):
     assert iris_models["2"].inputs == (TensorSpec("input_0", "FP32", (-1, 4)),)
 
 
-def test_onnx_describes_its_outputs_from_the_session(iris_models):
-    assert iris_models["2"].outputs == (
+def test_onnx_describes_its_outputs_from_the_session(undeclared):
+    assert undeclared["2"].outputs == (
         TensorSpec("label", "INT64", (-1,)),
         TensorSpec("probabilities", "FP32", (-1, 3)),
     )
