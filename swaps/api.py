@@ -125,7 +125,7 @@ def register_version(request, user, body, *, via, model):
     return 201, documents.version_document(version)
 
 
-@endpoint("POST", action=audit.START_SWAP, fields=("from_version", "to_version"))
+@endpoint("POST", action=audit.START_SWAP, fields=("from_version", "to_version", "force"))
 def start_swap(request, user, body, *, via, model):
     swap = swapping.start_swap(
         model=model,
@@ -133,6 +133,7 @@ def start_swap(request, user, body, *, via, model):
         to_version=body.get("to_version"),
         user=user,
         via=via,
+        force=body.get("force"),
     )
     return 202, documents.swap_document(swap)
 

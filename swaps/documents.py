@@ -66,6 +66,7 @@ def swap_document(swap: Swap, *, transitions: bool = True) -> dict[str, Any]:
         "message": swap.message,
         "requested_by": _name(swap.requested_by),
         "rq_job_id": swap.rq_job_id,
+        "forced_reason": swap.forced_reason,
         "requests_drained": swap.requests_drained,
         "requests_remaining": swap.requests_remaining,
         "created_at": _time(swap.created_at),

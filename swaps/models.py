@@ -125,6 +125,9 @@ class Swap(models.Model):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
     rq_job_id = models.CharField(max_length=200, blank=True)
+    # Why a swap was forced past the check that its target keeps the clients working;
+    # empty when it was not (the check then refuses an incompatible target).
+    forced_reason = models.TextField(blank=True)
     requests_drained = models.PositiveIntegerField(null=True, blank=True)
     requests_remaining = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 from hotswap_site.env import env_int, env_key_prefix, env_seconds, env_str
 
 from .engine import runtimes
+from .engine.compatibility import Signature
 from .engine.errors import SwapError
 from .engine.fleet_keys import REDIS_DOWN, FleetKeys, parse_version_field, redis_client, text
 from .engine.inflight import LocalInflight
@@ -323,8 +324,12 @@ class Replica:
         pending, served = self.inflight.snapshot()
         routes = self.router.routes()
         loaded: dict[str, list[str]] = {}
+        signatures: dict[tuple[str, str], dict] = {}
         for model_id, version in self.versions.loaded_keys():
             loaded.setdefault(model_id, []).append(version)
+            model = self.versions.loaded(model_id, version)
+            if model is not None:  # unloaded since the keys were read
+                signatures[model_id, version] = Signature(model.inputs, model.outputs).as_dict()
         report = ReplicaReport(
             replica_id=self.replica_id,
             address=self.address,
@@ -340,6 +345,7 @@ class Replica:
             health=nest(self._health),
             answered=nest(self._answered),
             failures=nest(self._failures),
+            signatures=nest(signatures),
         )
         self._reported_draining = self._draining(pending)
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -46,6 +46,11 @@ RUNNING = (
     "a {kind} of model {model!r} is already running ({source} -> {target}, {state}); "
     "try again when it finishes"
 )
+FORCE_REASON = (
+    "say why the swap may break the clients of the active version (1-500 characters): "
+    "it goes into the audit log"
+)
+MAX_FORCE_REASON = 500
 QUEUED = "queued by {user}"
 NOT_QUEUED = "its job could not be queued ({error}); nothing was changed: try again"
 LOST_BEFORE_START = "its runner stopped before it started; nothing was changed"
@@ -63,12 +68,15 @@ def start_swap(
     to_version: str,
     user: permissions.User,
     via: str,
+    force: str | None = None,
 ) -> Swap:
     """Accept a swap of `model` from its active version to `to_version`; queue its job.
 
     With no `from_version` on a model that serves nothing yet, it is the model's first
     deploy. Refusals (no permission, unknown model or version, wrong source, the same
     version twice, another operation running) change nothing but the audit log.
+    The job refuses a target that would break the active version's clients (the
+    engine's compatibility check), unless `force` says why it may (audited).
     """
     with audit.attempt(
         actor=user,
@@ -77,16 +85,20 @@ def start_swap(
         model=model,
         from_version=from_version or "",
         to_version=to_version,
+        details={"forced": force} if force is not None else {},
     ) as record:
         permissions.require(user, permissions.START_SWAP, action="start a swap")
         served = get_model(model)
-        source, target = _check_swap(served, from_version, to_version)
+        source, target = _check_swap(served, from_version, to_version, force)
         kind = Swap.Kind.SWAP if source else Swap.Kind.DEPLOY
         try:
             with transaction.atomic():
                 swap = create_operation(
                     served=served, kind=kind, source=source, target=target, user=user
                 )
+                if force:
+                    swap.forced_reason = force.strip()
+                    swap.save(update_fields=["forced_reason"])
                 # Imported here: jobs imports this module for the functions it runs.
                 from swaps import jobs
 
@@ -153,10 +165,14 @@ def running_message(served: ServedModel) -> str:
 
 
 def _check_swap(
-    served: ServedModel, from_version: str | None, to_version: str
+    served: ServedModel, from_version: str | None, to_version: str, force: Any = None
 ) -> tuple[ModelVersion | None, ModelVersion]:
     active = served.active_version
     problems: dict[str, str] = {}
+    if force is not None and (
+        not isinstance(force, str) or not force.strip() or len(force) > MAX_FORCE_REASON
+    ):
+        problems["force"] = FORCE_REASON
     if not isinstance(to_version, str) or not to_version:
         problems["to_version"] = VERSION_TYPE.format(optional="")
     if from_version is not None and not isinstance(from_version, str):
@@ -200,6 +216,7 @@ def run_swap(*, swap_id: int) -> Swap:
     model_id = swap.served_model.name
     source = swap.from_version.version if swap.from_version else None
     target = swap.to_version.version
+    forced = bool(swap.forced_reason)
     specs = fleet_state.specs_of([swap.from_version, swap.to_version])
 
     async def operation(engine: fleet_state.Engine) -> Swap:
@@ -211,7 +228,7 @@ def run_swap(*, swap_id: int) -> Swap:
                 if source is None:
                     result = await run.swapper.deploy(model_id, target)
                 else:
-                    result = await run.swapper.swap_version(model_id, source, target)
+                    result = await run.swapper.swap_version(model_id, source, target, force=forced)
             except SwapError as exc:
                 return await run.settle(state=Swap.State.FAILED, message=exc.message)
             return await run.settle(

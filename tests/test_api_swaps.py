@@ -101,3 +101,18 @@ def test_a_refused_swap_writes_nothing_but_its_audit_entry(alice, iris):
 
     assert not Swap.objects.exists()
     assert list(AuditEntry.objects.values_list("action", "outcome")) == [("start_swap", "refused")]
+
+
+def test_a_forced_swap_is_accepted_with_its_reason_on_the_record(alice, candidate_version):
+    response = swap(alice, {**SWAP, "force": "clients read 'label' since the last release"})
+
+    assert response.status_code == 202
+    assert response.json()["forced_reason"] == "clients read 'label' since the last release"
+
+
+def test_force_without_a_reason_gets_400_naming_it(alice, candidate_version):
+    response = swap(alice, {**SWAP, "force": True})
+
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) == {"force"}
+    assert not Swap.objects.exists()

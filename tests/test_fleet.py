@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import httpx
 import pytest
 
-from swaps.engine.errors import FleetUnavailable, UnhealthyVersion
+from swaps.engine.errors import FleetUnavailable, IncompatibleVersion, UnhealthyVersion
 from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_versions import WARM_MARGIN
 from swaps.engine.hotswapper import WARM, ModelHotSwapper, SwapPolicy
@@ -63,6 +63,9 @@ def models() -> Models:
 @pytest.fixture
 def fleet_specs(iris_specs, models):
     iris = [replace(spec, model_id=models.iris) for spec in iris_specs.values()]
+    # Iris 4 is iris 1 answering under another output name: it would break clients.
+    renamed = (replace(iris_specs["1"].outputs[0], name="predict"),)
+    iris.append(replace(iris[0], version="4", outputs=renamed))
     held = [gated_spec(model_id=models.held, version=v) for v in ("1", "2")]
     return [*iris, *held]
 
@@ -354,6 +357,18 @@ async def test_an_unhealthy_target_is_refused_on_the_fleet_and_routing_stays(
 
     assert "shape" in refused.value.health.reason
     assert refused.value.health.replica in {r.replica_id for r in replicas}
+    assert await answering_versions(replicas, models.iris) == {"1"}
+
+
+async def test_a_swap_that_would_break_clients_is_refused_on_the_fleet_naming_why(
+    models, swapper, replicas
+):
+    with pytest.raises(IncompatibleVersion) as refused:
+        await swapper.swap_version(models.iris, "1", "4")
+
+    assert refused.value.problems == [
+        "output 'label', which clients read, is not one it gives (it gives 'predict')"
+    ]
     assert await answering_versions(replicas, models.iris) == {"1"}
 
 

@@ -205,3 +205,51 @@ def test_live_status_reports_the_engine_view_of_the_model(alice, serving_version
     status = swapping.live_status(model="iris")
 
     assert (status.model_id, status.current_version, status.state.value) == ("iris", "1", "idle")
+
+
+@pytest.fixture
+def renamed_output(iris, iris_specs):
+    """Iris 4: iris 1 answering under another output name, which breaks its clients."""
+    spec = iris_specs["1"]
+    renamed = (replace(spec.outputs[0], name="predict"),)
+    return add_version(iris, replace(spec, version="4", outputs=renamed))
+
+
+def test_a_swap_to_a_target_that_breaks_clients_fails_naming_why(alice, renamed_output, engine):
+    swap = start(alice, target="4")
+
+    assert jobs.run_swap(swap.pk) == Swap.State.FAILED
+    swap.refresh_from_db()
+    assert "would break the clients of version '1'" in swap.message
+    assert "output 'label', which clients read, is not one it gives" in swap.message
+    assert ServedModel.objects.get(name="iris").active_version.version == "1"
+
+
+def test_a_forced_swap_completes_and_its_reason_is_recorded(alice, renamed_output):
+    swap = swapping.start_swap(
+        model="iris",
+        from_version="1",
+        to_version="4",
+        user=alice,
+        via="test",
+        force="clients were moved to 'predict' last week",
+    )
+
+    assert jobs.run_swap(swap.pk) == Swap.State.COMPLETED
+    swap.refresh_from_db()
+    assert swap.forced_reason == "clients were moved to 'predict' last week"
+    entry = AuditEntry.objects.get(action=audit.START_SWAP, outcome="accepted")
+    assert entry.details["forced"] == "clients were moved to 'predict' last week"
+    flip = swap.transitions.get(state=Swap.State.DRAINING)
+    assert "forced: it breaks clients" in flip.message
+
+
+@pytest.mark.parametrize("force", ["", "   ", "x" * 501, 7])
+def test_forcing_without_a_reason_is_refused(alice, renamed_output, force):
+    with pytest.raises(Invalid) as refused:
+        swapping.start_swap(
+            model="iris", from_version="1", to_version="4", user=alice, via="test", force=force
+        )
+
+    assert "force" in refused.value.fields
+    assert not Swap.objects.exists()

@@ -29,6 +29,11 @@ NOT_SERVED_BEFORE = (
     "cannot roll model {model_id!r} back to version {version!r}: it has never served this model"
 )
 UNHEALTHY = "version {version!r} of model {model_id!r} failed its health check: {reason}"
+INCOMPATIBLE = (
+    "version {version!r} of model {model_id!r} would break the clients of version "
+    "{active!r}: {problems}. Fix the version, or force the swap with a reason"
+)
+UNDESCRIBED = "not every live replica describes the same tensors for version {version!r}"
 
 
 class SwapError(Exception):
@@ -67,6 +72,16 @@ class UnhealthyVersion(SwapError):
     def __init__(self, message: str, health: HealthCheckResult) -> None:
         super().__init__(message)
         self.health = health
+
+
+class IncompatibleVersion(SwapError):
+    """The target would refuse requests the active version takes, or answer differently."""
+
+    code = "invalid"
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class LoadError(SwapError):

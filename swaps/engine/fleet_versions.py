@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from . import errors
+from .compatibility import Signature
 from .errors import FleetUnavailable, LoadError, UnknownModel, UnknownVersion
 from .fleet_keys import NO_LIVE_REPLICA, parse_version_field, unavailable_as_error, version_field
 from .reports import ReplicaReport, live_reports
@@ -93,6 +94,18 @@ class FleetVersions:
             )
         results = [_health_on(report, model_id, version) for report in reports]
         return min(results, key=lambda h: (h.healthy, -(h.latency_ms or 0.0)))
+
+    @unavailable_as_error
+    async def signature(self, model_id: str, version: str) -> Signature | None:
+        described = {
+            orjson.dumps(r.signatures.get(model_id, {}).get(version))
+            for r in await live_reports(self._redis, self._keys)
+        }
+        if len(described) != 1:
+            return None
+        (raw,) = described
+        data = orjson.loads(raw)
+        return Signature.from_dict(data) if data is not None else None
 
     @unavailable_as_error
     async def keep_warm(self, model_id: str, version: str) -> bool:

@@ -21,9 +21,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from . import errors
+from . import compatibility, errors
 from .errors import (
     FleetUnavailable,
+    IncompatibleVersion,
     InvalidSwap,
     LoadError,
     SwapConflict,
@@ -101,6 +102,7 @@ class ModelHotSwapper:
         to_version: str,
         *,
         drain_timeout: float | None = None,
+        force: bool = False,
     ) -> SwapResult:
         """Move the model's traffic from `from_version` to `to_version`.
 
@@ -109,6 +111,8 @@ class ModelHotSwapper:
         3. Check `from_version` is active, now that nobody else can change it.
         4. Load the target where it serves and health-check it; unhealthy: Failed,
            routing untouched, a target loaded only for this swap unloaded again.
+           Likewise if it would break the source's clients (`compatibility`), unless
+           `force`: then the flip's transition names what will break.
         5. Flip the route; from here no new unpinned request reaches the source.
         6. Drain the source, never cutting a request off, publishing pending counts.
         7. Unload the source after the keep-warm window; Completed.
@@ -124,7 +128,7 @@ class ModelHotSwapper:
             message=f"checking version {to_version} before the swap",
         )
         await self._require_active(status, from_version, previous)
-        return await self._run(status, self._swap(status, drain_timeout))
+        return await self._run(status, self._swap(status, drain_timeout, force))
 
     async def rollback_version(
         self,
@@ -238,11 +242,14 @@ class ModelHotSwapper:
 
     # -- workflows ----------------------------------------------------------------------
 
-    async def _swap(self, status: SwapStatus, drain_timeout: float | None) -> SwapResult:
+    async def _swap(
+        self, status: SwapStatus, drain_timeout: float | None, force: bool
+    ) -> SwapResult:
         model_id, source, target = status.model_id, status.current_version, status.target_version
         assert source is not None and target is not None
-        await self._prepare(status, target)
-        status = await self._flip(status, target)
+        problems = await self._prepare(status, target, clients_of=source, force=force)
+        note = f"forced: it breaks clients: {'; '.join(problems)}" if problems else ""
+        status = await self._flip(status, target, note=note)
         status, drain = await self._complete(status, drain_timeout)
         return SwapResult(
             success=True,
@@ -417,8 +424,16 @@ class ModelHotSwapper:
             message = _finished(verb, source, target, drain)
         return await self._finish(status, SwapState.COMPLETED, message, drain), drain
 
-    async def _prepare(self, status: SwapStatus, version: str) -> None:
-        """Load `version` where it serves and check it; refuse it if unhealthy."""
+    async def _prepare(
+        self,
+        status: SwapStatus,
+        version: str,
+        *,
+        clients_of: str | None = None,
+        force: bool = False,
+    ) -> list[str]:
+        """Load `version` where it serves and check it; refuse it if unhealthy, or if it
+        would break the clients of `clients_of` (unless `force`: return what breaks)."""
         model_id = status.model_id
         was_loaded = await self._versions.is_loaded(model_id, version)
         try:
@@ -429,13 +444,39 @@ class ModelHotSwapper:
             )
         else:
             health = await self._versions.check_health(model_id, version)
-        if health.healthy:
-            return
+        refusal: SwapError | None = None
+        problems: list[str] = []
+        if not health.healthy:
+            message = errors.UNHEALTHY.format(
+                model_id=model_id, version=version, reason=health.reason
+            )
+            refusal = UnhealthyVersion(message, health)
+        elif clients_of is not None:
+            problems = await self._incompatibilities(model_id, clients_of, version)
+            if problems and not force:
+                message = errors.INCOMPATIBLE.format(
+                    model_id=model_id,
+                    version=version,
+                    active=clients_of,
+                    problems="; ".join(problems),
+                )
+                refusal = IncompatibleVersion(message, problems)
+        if refusal is None:
+            return problems
         if not was_loaded:
             await self._versions.unload(model_id, version)
-        message = errors.UNHEALTHY.format(model_id=model_id, version=version, reason=health.reason)
-        await self._finish(status, SwapState.FAILED, message, None)
-        raise UnhealthyVersion(message, health)
+        await self._finish(status, SwapState.FAILED, refusal.message, None)
+        raise refusal
+
+    async def _incompatibilities(self, model_id: str, active: str, target: str) -> list[str]:
+        """How the target would break the clients of `active` (both loaded everywhere)."""
+        before = await self._versions.signature(model_id, active)
+        after = await self._versions.signature(model_id, target)
+        if after is None:
+            return [errors.UNDESCRIBED.format(version=target)]
+        if before is None:
+            return [errors.UNDESCRIBED.format(version=active)]
+        return compatibility.differences(before, after)
 
     async def _drain(
         self,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import numpy as np
 
+    from .compatibility import Signature
     from .results import HealthCheckResult, SwapStatus
     from .spec import TensorSpec, VersionSpec
 
@@ -56,6 +57,11 @@ class VersionManager(Protocol):
 
     async def check_health(self, model_id: str, version: str) -> HealthCheckResult:
         """Health where it serves (in a fleet: the worst replica's). Never raises."""
+        ...
+
+    async def signature(self, model_id: str, version: str) -> Signature | None:
+        """The tensors the version takes and gives where it is loaded (in a fleet: as
+        every live replica describes it); None unless all of them have it loaded and agree."""
         ...
 
     async def keep_warm(self, model_id: str, version: str) -> bool:

@@ -46,6 +46,8 @@ class ReplicaReport:
     # The load request (Fleet's desired set) each version's health or failure answers.
     answered: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The tensors each loaded version takes and gives (compatibility.Signature.as_dict).
+    signatures: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def count(self, table: str, model_id: str, version: str) -> int:
         return getattr(self, table).get(model_id, {}).get(version, 0)

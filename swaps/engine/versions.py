@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 import psutil
 
 from . import health, runtimes
+from .compatibility import Signature
 from .errors import LoadError, UnknownModel, UnknownVersion
 from .ports import LoadedModel
 from .results import HealthCheckResult
@@ -141,6 +142,10 @@ class LocalVersions:
         if model is not None and self._loaded.get((model_id, version)) is model:
             self._health[model_id, version] = result
         return result
+
+    async def signature(self, model_id: str, version: str) -> Signature | None:
+        model = self._loaded.get((model_id, version))
+        return Signature(model.inputs, model.outputs) if model is not None else None
 
     async def keep_warm(self, model_id: str, version: str) -> bool:
         key = (model_id, version)

@@ -29,6 +29,12 @@ class Command(DomainCommand):
             metavar="SECONDS",
             help="wait up to this long for the swap to finish; exit 1 if it failed",
         )
+        parser.add_argument(
+            "--force",
+            metavar="REASON",
+            help="swap even to a target that would break the active version's clients "
+            "(different inputs or outputs), saying why (audited)",
+        )
 
     def run(self, **options: Any) -> tuple[Any, str]:
         swap = swapping.start_swap(
@@ -37,6 +43,7 @@ class Command(DomainCommand):
             to_version=options["to_version"],
             user=options["user"],
             via="cli",
+            force=options["force"],
         )
         if options["wait"] > 0:
             swap = _wait(swap, options["wait"])
