@@ -65,9 +65,6 @@ class Watchers:
     def pages(self) -> list[Page]:
         return list(self._pages)
 
-    def __len__(self) -> int:
-        return sum(len(sockets) for sockets in self._pages.values())
-
     async def send(self, page: Page, text: str) -> None:
         for send in list(self._pages.get(page, ())):
             try:

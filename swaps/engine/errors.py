@@ -33,7 +33,11 @@ INCOMPATIBLE = (
     "version {version!r} of model {model_id!r} would break the clients of version "
     "{active!r}: {problems}. Fix the version, or force the swap with a reason"
 )
-UNDESCRIBED = "not every live replica describes the same tensors for version {version!r}"
+UNDESCRIBED = (
+    "cannot tell which tensors version {version!r} takes and gives: the live replicas "
+    "describe it differently, or one runs an older Hotswap that does not report them "
+    "(upgrade the replicas first)"
+)
 
 
 class SwapError(Exception):

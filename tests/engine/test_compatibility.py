@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from swaps.engine import errors
 from swaps.engine.compatibility import Signature, differences
 from swaps.engine.errors import IncompatibleVersion
 from swaps.engine.results import SwapState
@@ -127,3 +128,18 @@ async def test_a_compatible_swap_names_nothing(stack, serving_version, transitio
 
     draining = await transitions.wait_for(SwapState.DRAINING)
     assert "forced" not in draining.message
+
+
+async def test_a_swap_whose_tensors_nobody_can_tell_is_refused_saying_so(
+    stack, serving_version, monkeypatch
+):
+    async def undescribed(model_id, version):  # as from a replica of an older Hotswap
+        return None
+
+    monkeypatch.setattr(stack.versions, "signature", undescribed)
+
+    with pytest.raises(IncompatibleVersion) as refused:
+        await stack.swapper.swap_version(MODEL, "1", "2")
+
+    assert refused.value.problems == [errors.UNDESCRIBED.format(version="2")]
+    assert infer(stack).version == "1"
