@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import orjson
 
 from .engine.errors import NotServing, UnknownModel
+from .engine.inflight import CLIENT_ERROR, FAILED, SERVED
 from .engine.ports import LoadedModel
 from .engine.runtimes import describe_exception
 from .engine.serving import Dispatcher
@@ -191,6 +192,7 @@ class Gateway:
         except BadRequest as exc:
             raise HTTPError(400, exc.message) from None
         chosen, model = await self._begin(model_id, version)
+        outcome = FAILED  # a cancelled request (the client went away) counts as failed
         try:
             inputs = check_inputs(request, model.inputs)
             if self.threads is None:
@@ -200,7 +202,9 @@ class Gateway:
             payload, json_length = encode_response(
                 model_id=model_id, version=chosen, request=request, outputs=outputs
             )
+            outcome = SERVED
         except BadRequest as exc:
+            outcome = CLIENT_ERROR
             raise HTTPError(400, exc.message) from None
         except Exception as exc:
             log.exception("version %s of model %s failed", chosen, model_id)
@@ -209,7 +213,7 @@ class Gateway:
             )
             raise HTTPError(500, message) from None
         finally:
-            self.dispatcher.end(model_id, chosen)
+            self.dispatcher.end(model_id, chosen, outcome)
         if json_length is None:
             return 200, payload, JSON_HEADERS
         return (

@@ -52,13 +52,15 @@ REST_WAIT = 0.25
 
 @dataclass
 class Traffic:
-    """Served totals per replica, remembered between beats to turn them into rates.
+    """Totals per replica of one or more report tables (served requests by default),
+    remembered between beats to turn them into rates per version.
 
     Keyed by replica and start time: a restarted replica counts from zero again, and
     its first report must not read as a burst (or a negative rate).
     """
 
-    _totals: dict[tuple[str, str], dict[str, dict[str, int]]] = field(default_factory=dict)
+    tables: tuple[str, ...] = ("served",)
+    _totals: dict[tuple[str, str], dict[tuple[str, str], int]] = field(default_factory=dict)
     _at: float | None = None
 
     def rates(self, reports: list[ReplicaReport], at: float) -> dict[str, dict[str, float]]:
@@ -67,22 +69,37 @@ class Traffic:
         totals = {}
         for report in reports:
             key = (report.replica_id, report.started_at.isoformat())
-            totals[key] = report.served
+            now = totals[key] = self._sum(report)
             before = self._totals.get(key, {})
-            for model, versions in report.served.items():
-                for version, served in versions.items():
-                    grown = served - before.get(model, {}).get(version, served)
-                    per_second = max(grown, 0) / elapsed if elapsed > 0 else 0.0
-                    by_version = rates.setdefault(model, {})
-                    by_version[version] = by_version.get(version, 0.0) + per_second
+            for (model, version), count in now.items():
+                grown = count - before.get((model, version), count)
+                per_second = max(grown, 0) / elapsed if elapsed > 0 else 0.0
+                by_version = rates.setdefault(model, {})
+                by_version[version] = by_version.get(version, 0.0) + per_second
         self._totals, self._at = totals, at
         return rates
 
+    def _sum(self, report: ReplicaReport) -> dict[tuple[str, str], int]:
+        summed: dict[tuple[str, str], int] = {}
+        for table in self.tables:
+            for model, versions in getattr(report, table).items():
+                for version, count in versions.items():
+                    summed[model, version] = summed.get((model, version), 0) + count
+        return summed
+
+
+def errors_traffic() -> Traffic:
+    """Requests that ended in an error, the client's (4xx) or the model's (5xx)."""
+    return Traffic(tables=("client_errors", "model_failures"))
+
 
 def pending_rows(
-    reports: list[ReplicaReport], rates: dict[str, dict[str, float]]
+    reports: list[ReplicaReport],
+    rates: dict[str, dict[str, float]],
+    error_rates: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """model -> one row per version a live replica loaded or counts requests on."""
+    """model -> one row per version a live replica loaded or counts requests on: in
+    flight, its role, requests served per second and requests failed per second."""
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     for report in reports:
         versions = {(m, v) for m, vs in report.loaded.items() for v in vs}
@@ -93,9 +110,14 @@ def pending_rows(
             )
             row["inflight"] += report.count("inflight", model, version)
             row["serving"] |= report.routes.get(model) == version
+    error_rates = error_rates or {}
     return {
         model: [
-            {**row, "rate": rates.get(model, {}).get(version, 0.0)}
+            {
+                **row,
+                "rate": rates.get(model, {}).get(version, 0.0),
+                "error_rate": error_rates.get(model, {}).get(version, 0.0),
+            }
             for version, row in sorted(by_version.items())
         ]
         for model, by_version in sorted(rows.items())
@@ -144,14 +166,14 @@ class Publisher:
     async def _run(self, woken: asyncio.Event) -> None:
         follower = asyncio.create_task(ChangeFollower(states_sent=self.wake).run())
         fleet = open_fleet()
-        traffic = Traffic()
+        traffic, errors = Traffic(), errors_traffic()
         try:
             # Also stop on our own: a cancel that lands inside a Redis call can be
             # swallowed by the client, and this loop must never outlive its watchers.
             while self._task is asyncio.current_task():
                 beat = BEAT
                 try:
-                    beat = await self.publish_once(fleet, traffic)
+                    beat = await self.publish_once(fleet, traffic, errors)
                 except (SwapError, *REDIS_DOWN) as exc:  # Redis away: say so, try again next beat
                     log.warning("console counts: cannot read the fleet (%s)", exc)
                 with contextlib.suppress(TimeoutError):
@@ -164,11 +186,11 @@ class Publisher:
             with contextlib.suppress(Exception):
                 await fleet.redis.aclose()
 
-    async def publish_once(self, fleet: Fleet, traffic: Traffic) -> float:
+    async def publish_once(self, fleet: Fleet, traffic: Traffic, errors: Traffic) -> float:
         """Read the reports, send each model's counts; return the wait until the next beat."""
         reports = await fleet.replicas()
         now = time.time()
-        rows = pending_rows(reports, traffic.rates(reports, now))
+        rows = pending_rows(reports, traffic.rates(reports, now), errors.rates(reports, now))
         for model, model_rows in rows.items():
             await broadcast.pending_counts(model, model_rows)
             rates = {row["version"]: round(row["rate"], 3) for row in model_rows}

@@ -317,11 +317,12 @@ class Replica:
 
     def _draining(self, pending: Mapping[Key, int] | None = None) -> bool:
         if pending is None:
-            pending, _ = self.inflight.snapshot()
+            pending = self.inflight.snapshot().pending
         return any(self.router.resolve(model_id) != version for model_id, version in pending)
 
     async def _report(self) -> None:
-        pending, served = self.inflight.snapshot()
+        counts = self.inflight.snapshot()
+        pending = counts.pending
         routes = self.router.routes()
         loaded: dict[str, list[str]] = {}
         signatures: dict[tuple[str, str], dict] = {}
@@ -341,7 +342,10 @@ class Replica:
             routes={model_id: route.version for model_id, route in routes.items()},
             epochs={model_id: route.epoch for model_id, route in routes.items()},
             inflight=nest(pending),
-            served=nest(served),
+            completed=nest(counts.completed),
+            client_errors=nest(counts.client_errors),
+            model_failures=nest(counts.model_failures),
+            served=nest(counts.served),
             health=nest(self._health),
             answered=nest(self._answered),
             failures=nest(self._failures),

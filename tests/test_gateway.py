@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from swaps.engine.fleet_keys import FleetKeys
 from swaps.engine.reports import ReplicaReport
+from swaps.engine.results import utcnow
 
 from .fleet_models import Gate
 from .processes import wait_until
@@ -252,3 +253,35 @@ def in_flight(replica, redis_url: str, model_id: str) -> int:
     with redis.Redis.from_url(redis_url) as client:
         raw = client.get(FleetKeys(replica.namespace).report(replica.replica_id))
     return sum(ReplicaReport.from_json(raw).inflight.get(model_id, {}).values()) if raw else 0
+
+
+def report_of(replica, redis_url: str) -> ReplicaReport:
+    with redis.Redis.from_url(redis_url) as client:
+        raw = client.get(FleetKeys(replica.namespace).report(replica.replica_id))
+    return ReplicaReport.from_json(raw)
+
+
+def counts_after(replica, redis_url: str, moment) -> tuple[int, int, int]:
+    """(served, client errors, model failures) of iris 1 in the first report the replica
+    wrote after `moment`: every request answered before then is in it."""
+    report = wait_until(
+        lambda: (r := report_of(replica, redis_url)).reported_at > moment and r,
+        timeout=30,
+        what="a report newer than the requests",
+    )
+    return tuple(
+        report.count(table, "iris", "1") for table in ("served", "client_errors", "model_failures")
+    )
+
+
+def test_a_refused_request_is_counted_as_a_client_error_never_as_served(
+    gateway_replica, url, redis_url
+):
+    served, refused, failed = counts_after(gateway_replica, redis_url, utcnow())
+    wrong = {"inputs": [{**V2_REQUEST["inputs"][0], "datatype": "FP64"}]}
+
+    assert post(url, "/v2/models/iris/versions/1/infer", wrong).status_code == 400
+    assert post(url, "/v2/models/iris/versions/1/infer", V2_REQUEST).status_code == 200
+
+    after = counts_after(gateway_replica, redis_url, utcnow())
+    assert after == (served + 1, refused + 1, failed)

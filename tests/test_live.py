@@ -18,7 +18,9 @@ from swaps.live import Traffic, draining, pending_rows
 STARTED = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def report(replica: str = "a", *, started=STARTED, routes=None, inflight=None, served=None):
+def report(
+    replica: str = "a", *, started=STARTED, routes=None, inflight=None, served=None, errors=None
+):
     return ReplicaReport(
         replica_id=replica,
         address="http://x",
@@ -30,6 +32,7 @@ def report(replica: str = "a", *, started=STARTED, routes=None, inflight=None, s
         routes=routes or {"iris": "2"},
         inflight=inflight or {},
         served=served or {},
+        client_errors=errors or {},
     )
 
 
@@ -53,6 +56,18 @@ def test_requests_in_flight_on_a_version_no_longer_served_is_draining():
 
 def test_requests_in_flight_on_the_served_version_is_not_draining():
     assert not draining(pending_rows([report(inflight={"iris": {"2": 4}})], {}))
+
+
+def test_requests_that_ended_in_errors_are_a_rate_of_their_own_not_served():
+    served, errors = Traffic(), live.errors_traffic()
+    before = report(served={"iris": {"2": 100}}, errors={"iris": {"2": 10}})
+    served.rates([before], at=10.0), errors.rates([before], at=10.0)
+
+    after = report(served={"iris": {"2": 100}}, errors={"iris": {"2": 30}})
+    rows = pending_rows([after], served.rates([after], at=12.0), errors.rates([after], at=12.0))
+
+    (row,) = [r for r in rows["iris"] if r["version"] == "2"]
+    assert (row["rate"], row["error_rate"]) == (0.0, 10.0)
 
 
 def test_the_first_reading_has_no_rate_yet():
@@ -85,7 +100,7 @@ async def publisher(monkeypatch, control_plane):
     publisher = live.Publisher()
     publisher.published = asyncio.Queue()
 
-    async def publish_once(fleet, traffic) -> float:
+    async def publish_once(fleet, traffic, errors) -> float:
         publisher.published.put_nowait("published")
         return 3600.0
 

@@ -154,7 +154,7 @@ class FleetRouter:
 
 
 class FleetInflight:
-    """In-flight and served counts summed over the live replicas' reports."""
+    """In-flight and completed counts summed over the live replicas' reports."""
 
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
@@ -163,7 +163,7 @@ class FleetInflight:
         return await self._sum("inflight", model_id, version)
 
     async def completed(self, model_id: str, version: str) -> int:
-        return await self._sum("served", model_id, version)
+        return await self._sum("completed", model_id, version)
 
     @unavailable_as_error
     async def wait_drained(self, model_id: str, version: str, timeout: float) -> int:

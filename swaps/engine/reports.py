@@ -41,6 +41,12 @@ class ReplicaReport:
     routes: dict[str, str] = field(default_factory=dict)  # model -> version it routes to
     epochs: dict[str, int] = field(default_factory=dict)  # model -> route epoch applied
     inflight: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Requests that finished: all of them (what a drain counts), and of those the ones
+    # refused as a client's error (4xx) and the ones the model failed (5xx). Served is
+    # what is left: a failed request is never counted as served.
+    completed: dict[str, dict[str, int]] = field(default_factory=dict)
+    client_errors: dict[str, dict[str, int]] = field(default_factory=dict)
+    model_failures: dict[str, dict[str, int]] = field(default_factory=dict)
     served: dict[str, dict[str, int]] = field(default_factory=dict)
     health: dict[str, dict[str, HealthCheckResult]] = field(default_factory=dict)
     # The load request (Fleet's desired set) each version's health or failure answers.

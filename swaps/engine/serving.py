@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import NotServing, UnknownModel
-from .inflight import LocalInflight
+from .inflight import FAILED, SERVED, LocalInflight
 from .ports import LoadedModel
 from .router import LocalRouter
 from .versions import LocalVersions
@@ -50,15 +50,18 @@ class Dispatcher:
             self.inflight.enter(model_id, chosen)
         return chosen, model
 
-    def end(self, model_id: str, version: str) -> None:
-        self.inflight.exit(model_id, version)
+    def end(self, model_id: str, version: str, outcome: str = SERVED) -> None:
+        """The request `begin` counted is over: served, a client error or a failure."""
+        self.inflight.exit(model_id, version, outcome)
 
     def infer(
         self, model_id: str, inputs: Mapping[str, np.ndarray], *, version: str | None = None
     ) -> Inference:
         chosen, model = self.begin(model_id, version)
+        outcome = FAILED
         try:
             outputs = model.predict(inputs)
+            outcome = SERVED
         finally:
-            self.end(model_id, chosen)
+            self.end(model_id, chosen, outcome)
         return Inference(model_id=model_id, version=chosen, outputs=outputs)

@@ -35,3 +35,12 @@ def wrong_shape():
 
 def refuses_to_load():
     raise RuntimeError("weights are corrupt")
+
+
+def fails_to_predict():
+    """Loads, but every inference raises: a model that fails its requests."""
+
+    def predict(x):
+        raise RuntimeError("the model fell over")
+
+    return predict

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from swaps.engine.errors import NotServing, UnknownModel
+from swaps.engine.inflight import CLIENT_ERROR, FAILED, SERVED, LocalInflight
+from swaps.engine.spec import TensorSpec
 
-from .conftest import MODEL, infer
+from .conftest import MODEL, infer, python_spec
 
 
 async def test_unpinned_request_is_answered_by_the_active_version(stack, serving_version):
@@ -82,3 +85,29 @@ async def test_requests_through_swaps_all_complete_and_none_reach_old_after(stac
     assert {v for _, v in answers} == {"1", "2"}
     assert all(v == "2" for after, v in answers if after)
     assert any(after for after, _ in answers)
+
+
+def test_each_finished_request_is_counted_by_how_it_ended():
+    inflight = LocalInflight()
+    for outcome in (SERVED, SERVED, CLIENT_ERROR, FAILED):
+        inflight.enter("m", "1")
+        inflight.exit("m", "1", outcome)
+
+    counts = inflight.snapshot()
+
+    assert counts.completed == {("m", "1"): 4}  # what a drain counts
+    assert counts.served == {("m", "1"): 2}
+    assert (counts.client_errors, counts.model_failures) == ({("m", "1"): 1}, {("m", "1"): 1})
+
+
+async def test_a_request_the_model_fails_is_counted_as_failed_not_served(stack, serving_version):
+    outputs = (TensorSpec("output-0", "FP32", (-1, 2)),)  # else loading runs the sample
+    stack.versions.register(replace(python_spec("failing", "fails_to_predict"), outputs=outputs))
+    await stack.versions.load(MODEL, "failing")  # loaded without its (failing) check
+
+    with pytest.raises(RuntimeError, match="fell over"):
+        infer(stack, version="failing")
+
+    counts = stack.inflight.snapshot()
+    assert counts.model_failures == {(MODEL, "failing"): 1}
+    assert counts.served.get((MODEL, "failing"), 0) == 0
