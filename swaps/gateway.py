@@ -20,6 +20,7 @@ endpoint, 405 wrong method, 413 body too large, 503 not ready or not loaded here
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -192,7 +193,7 @@ class Gateway:
         except BadRequest as exc:
             raise HTTPError(400, exc.message) from None
         chosen, model = await self._begin(model_id, version)
-        outcome = FAILED  # a cancelled request (the client went away) counts as failed
+        outcome = FAILED
         try:
             inputs = check_inputs(request, model.inputs)
             if self.threads is None:
@@ -206,6 +207,10 @@ class Gateway:
         except BadRequest as exc:
             outcome = CLIENT_ERROR
             raise HTTPError(400, exc.message) from None
+        except asyncio.CancelledError:
+            # The client went away (what proxies log as 499): not the model's failure.
+            outcome = CLIENT_ERROR
+            raise
         except Exception as exc:
             log.exception("version %s of model %s failed", chosen, model_id)
             message = MODEL_FAILED.format(
