@@ -31,8 +31,9 @@ def open_fleet() -> Fleet:
     )
 
 
-def health_by_version(model: str) -> dict[str, list[HealthCheckResult]] | None:
-    """The last health check of each version of `model` on each live replica.
+def health_by_version(model: str) -> dict[str, list[tuple[HealthCheckResult, bool]]] | None:
+    """The last health check of each version of `model` on each live replica, passed or
+    failed (a failure to load included), and whether the replica has it loaded now.
 
     None if the fleet cannot be read (the page says so instead of failing).
     """
@@ -49,8 +50,9 @@ def health_by_version(model: str) -> dict[str, list[HealthCheckResult]] | None:
     except (SwapError, *REDIS_DOWN) as exc:
         log.warning("console: cannot read the fleet's health checks (%s)", exc)
         return None
-    health: dict[str, list[HealthCheckResult]] = {}
+    health: dict[str, list[tuple[HealthCheckResult, bool]]] = {}
     for report in reports:
         for version, result in report.health.get(model, {}).items():
-            health.setdefault(version, []).append(result)
+            loaded = report.has_loaded(model, version)
+            health.setdefault(version, []).append((result, loaded))
     return health

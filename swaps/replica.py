@@ -282,11 +282,9 @@ class Replica:
             if self.versions.loaded(*key) is None:  # a warm version only needs its check
                 await self.versions.load(*key)
         except SwapError as exc:
-            self._failures[key] = exc.message
-            self._health.pop(key, None)
+            self._failed_to_load(key, exc.message)
         except Exception as exc:  # the runtimes wrap load failures; this is a safety net
-            self._failures[key] = describe_exception(exc)
-            self._health.pop(key, None)
+            self._failed_to_load(key, describe_exception(exc))
         else:
             self._failures.pop(key, None)
             self._health[key] = await self.versions.check_health(*key)
@@ -295,14 +293,22 @@ class Replica:
             self._loading.pop(key, None)
             self._wake.set()  # report (and apply a route waiting for it) at once
 
+    def _failed_to_load(self, key: Key, reason: str) -> None:
+        # Kept as the version's last check on this replica: the console shows why.
+        self._failures[key] = reason
+        self._health[key] = HealthCheckResult.failure(
+            model_id=key[0], version=key[1], reason=reason, replica=self.replica_id
+        )
+
     def _retire(self, now: float) -> None:
         for key in self.versions.loaded_keys():
             wanted = self._desired.get(key)
             if wanted is None or not wanted.retired(now) or key in self._loading:
                 continue
             if not self.in_use(*key):
+                # Its last check stays reported (the console shows it, and that it is
+                # no longer loaded); the engine reads health only where it is loaded.
                 self.versions.schedule_unload(key, 0)
-                self._health.pop(key, None)
 
     def next_report_delay(self) -> float:
         """Seconds until the next report: soon while a drain is under way, else a heartbeat.

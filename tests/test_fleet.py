@@ -372,12 +372,27 @@ async def test_a_swap_that_would_break_clients_is_refused_on_the_fleet_naming_wh
     assert await answering_versions(replicas, models.iris) == {"1"}
 
 
-async def test_a_replica_that_joins_later_serves_the_active_version(
-    models, swapper, fleet, redis_url, shared_fleet, tmp_path
+async def test_a_refused_targets_failed_check_stays_reported_once_it_is_unloaded(
+    models, swapper, fleet, replicas
 ):
-    await swapper.swap_version(models.iris, "1", "2")
+    with pytest.raises(UnhealthyVersion):
+        await swapper.swap_version(models.iris, "1", "3")
 
-    late = start_replica(namespace=shared_fleet.namespace, redis_url=redis_url, log_dir=tmp_path)
+    await until(lambda: loaded_anywhere(fleet, models.iris), equals={"1"})
+    reports = await fleet.replicas()
+    checks = [r.health_of(models.iris, "3") for r in reports]
+    assert all(check is not None and not check.healthy for check in checks)
+    assert all("shape" in check.reason for check in checks)
+
+
+async def test_a_replica_that_joins_later_serves_the_active_version(
+    models, own_swapper, redis_url, redis_namespace, tmp_path
+):
+    # A fleet of its own: on the shared one, the newcomer would first load every model
+    # of the module's earlier tests before it is ready.
+    await own_swapper.swap_version(models.iris, "1", "2")
+
+    late = start_replica(namespace=redis_namespace, redis_url=redis_url, log_dir=tmp_path)
     try:
         await until(lambda: ready(late), equals=True)
         assert await answering_versions([late], models.iris) == {"2"}

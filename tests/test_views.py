@@ -231,3 +231,21 @@ def test_a_decision_without_script_redirects_to_the_queue(bob, waiting_request):
     response = client_for(bob).post(f"/rollbacks/{waiting_request.pk}/reject")
 
     assert (response.status_code, response["Location"]) == (302, "/approvals/")
+
+
+def test_the_versions_table_shows_a_failed_check_of_a_version_no_longer_loaded(
+    alice, iris, monkeypatch
+):
+    from swaps import fleet_reports
+    from swaps.engine.results import HealthCheckResult
+
+    failed = HealthCheckResult.failure(
+        model_id="iris", version="3", reason="output has shape (1, 3)", replica="r1"
+    )
+    monkeypatch.setattr(fleet_reports, "health_by_version", lambda model: {"3": [(failed, False)]})
+
+    page = client_for(alice).get("/models/iris/").content.decode()
+
+    row = page.split('<th scope="row">3', 1)[1].split("</tr>", 1)[0]
+    assert "Unhealthy</strong> on r1 (not loaded there now)" in row
+    assert "Reason: output has shape (1, 3)" in row
