@@ -17,7 +17,12 @@ from dataclasses import dataclass, field, replace
 import httpx
 import pytest
 
-from swaps.engine.errors import FleetUnavailable, IncompatibleVersion, UnhealthyVersion
+from swaps.engine.errors import (
+    FleetUnavailable,
+    IncompatibleVersion,
+    SwapError,
+    UnhealthyVersion,
+)
 from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_versions import WARM_MARGIN
 from swaps.engine.hotswapper import WARM, ModelHotSwapper, SwapPolicy
@@ -66,6 +71,8 @@ def fleet_specs(iris_specs, models):
     # Iris 4 is iris 1 answering under another output name: it would break clients.
     renamed = (replace(iris_specs["1"].outputs[0], name="predict"),)
     iris.append(replace(iris[0], version="4", outputs=renamed))
+    # Iris 5's artifact is gone: no replica can load it.
+    iris.append(replace(iris[0], version="5", artifact="/nonexistent/iris-5.joblib"))
     held = [gated_spec(model_id=models.held, version=v) for v in ("1", "2")]
     return [*iris, *held]
 
@@ -383,6 +390,18 @@ async def test_a_refused_targets_failed_check_stays_reported_once_it_is_unloaded
     checks = [r.health_of(models.iris, "3") for r in reports]
     assert all(check is not None and not check.healthy for check in checks)
     assert all("shape" in check.reason for check in checks)
+
+
+async def test_a_target_that_cannot_load_is_reported_with_why_on_every_replica(
+    models, swapper, fleet
+):
+    with pytest.raises(SwapError):
+        await swapper.swap_version(models.iris, "1", "5")
+
+    checks = [r.health_of(models.iris, "5") for r in await fleet.replicas()]
+    assert len(checks) == 2
+    assert all(check is not None and not check.healthy for check in checks)
+    assert all("does not exist" in check.reason for check in checks)
 
 
 async def test_a_replica_that_joins_later_serves_the_active_version(
