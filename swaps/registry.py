@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -159,6 +161,26 @@ def _user_or_none(user: permissions.User):
     return user if user is not None and user.is_authenticated else None
 
 
+def _file_artifact_problem(artifact: str) -> str | None:
+    """Why a file artifact cannot be what replicas load, as far as this host can tell.
+
+    The web process sees the artifacts where the replicas do (a shared volume: see
+    compose.yaml), so a path missing here is missing there. A python factory is not
+    imported here: a model's code runs in replicas, not in the control plane.
+    """
+    if "://" in artifact:
+        scheme = artifact.split("://", 1)[0]
+        return f"{scheme}:// URIs are not supported: give the path of a file every replica can read"
+    path = Path(artifact)
+    if not path.is_absolute():
+        return "must be an absolute path: replicas do not run in this process's directory"
+    if not path.is_file():
+        return f"no file at {artifact}: it must exist where the replicas read it"
+    if not os.access(path, os.R_OK):
+        return f"{artifact} cannot be read"
+    return None
+
+
 def check_version_fields(**given: Any) -> dict[str, Any]:
     """The model fields of a version, or one refusal naming every bad one."""
     problems: dict[str, str] = {}
@@ -172,8 +194,11 @@ def check_version_fields(**given: Any) -> dict[str, Any]:
     artifact = given["artifact"]
     if not isinstance(artifact, str) or not artifact.strip() or len(artifact) > 1024:
         problems["artifact"] = "must be a file path or package.module:factory (1-1024 characters)"
-    elif given["runtime"] == "python" and ":" not in artifact:
-        problems["artifact"] = "a python version's artifact is package.module:factory"
+    elif given["runtime"] == "python":
+        if ":" not in artifact:
+            problems["artifact"] = "a python version's artifact is package.module:factory"
+    elif (problem := _file_artifact_problem(artifact)) is not None:
+        problems["artifact"] = problem
     sample = given["sample_input"]
     if not isinstance(sample, list) or not sample or not _numeric_rows(sample):
         problems["sample_input"] = "must be a non-empty list of rows of numbers, e.g. [[1.0, 2.0]]"

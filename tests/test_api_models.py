@@ -141,3 +141,33 @@ def test_status_when_the_fleet_cannot_be_reached_gets_503(alice, iris, settings)
 
     assert response.status_code == 503
     assert "cannot be reached" in response.json()["error"]
+
+
+def file_version(artifact: str) -> dict:
+    return {**NEW_VERSION, "runtime": "sklearn", "artifact": artifact, "inputs": []}
+
+
+@pytest.mark.parametrize(
+    ("artifact", "problem"),
+    [
+        ("/nonexistent/model.joblib", "no file at /nonexistent/model.joblib"),
+        ("s3://bucket/iris.joblib", "s3:// URIs are not supported"),
+        ("models/iris.joblib", "must be an absolute path"),
+    ],
+)
+def test_a_file_artifact_replicas_could_not_load_is_refused_at_registration(
+    alice, iris, artifact, problem
+):
+    response = post_json(client_for(alice), "/api/models/iris/versions", file_version(artifact))
+
+    assert response.status_code == 400
+    assert problem in response.json()["fields"]["artifact"]
+    assert not ModelVersion.objects.filter(version="4").exists()
+
+
+def test_a_file_artifact_that_exists_is_registered(alice, iris, iris_specs):
+    body = file_version(iris_specs["1"].artifact)
+
+    response = post_json(client_for(alice), "/api/models/iris/versions", body)
+
+    assert response.status_code == 201
