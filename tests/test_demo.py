@@ -7,15 +7,18 @@ How the demo fails (tests/test_demo_failures.py) runs demos of its own, in paral
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from .demo_process import IRIS_ROW, Demo, clean_up, start_demo, still_running, wait_up
-from .processes import wait_until
+from .processes import ROOT, wait_until
 
 pytestmark = pytest.mark.fleet
 
@@ -90,6 +93,38 @@ def test_printed_login_logs_in_to_the_console(demo):
         )
 
     assert (response.status_code, response.headers.get("location")) == (302, "/")
+
+
+def test_the_banner_names_the_demos_redis(demo):
+    assert f"redis     {demo.redis_url}   (namespace {demo.namespace})" in demo.output()
+
+
+def test_a_command_run_beside_the_demo_reaches_its_fleet_without_being_told(demo):
+    run_dir = demo.output_path.parent
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"REDIS_URL", "DATABASE_URL", "HOTSWAP_NAMESPACE", "HOTSWAP_RQ_QUEUE"}
+    }
+    env.update(HOTSWAP_RUN_DIR=str(run_dir), PYTHONPATH=str(ROOT))
+
+    where = "from django.conf import settings as s; print(s.REDIS_URL, s.HOTSWAP_NAMESPACE)"
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", where],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == [demo.redis_url, demo.namespace]
+
+
+def test_sigint_removes_what_it_told_commands(stopped_demo):
+    assert not (stopped_demo.output_path.parent / "demo.env").exists()
 
 
 def test_sigint_exits_with_status_0(stopped_demo):

@@ -21,6 +21,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from hotswap_site import demo_env
 from hotswap_site.env import env_int, env_seconds
 from swaps.demo_supervisor import Supervisor, check_ports_free
 
@@ -73,7 +74,13 @@ class Command(BaseCommand):
         # The children open their own connections; this process only supervises.
         connections.close_all()
 
-        code = run_processes(port=port, replicas=replicas, traffic=traffic, login=login)
+        # While it runs, `manage.py` commands in this checkout find its Redis and database.
+        found_by_commands = demo_env.path(os.environ, Path(settings.BASE_DIR))
+        demo_env.write(found_by_commands, os.environ)
+        try:
+            code = run_processes(port=port, replicas=replicas, traffic=traffic, login=login)
+        finally:
+            found_by_commands.unlink(missing_ok=True)
         if code:
             raise SystemExit(code)
 
@@ -169,7 +176,18 @@ def banner(
         "            mallory may only look)",
         f"  replicas  {replicas}   (V2: /v2/models/iris/infer)",
         f"  traffic   {flow}",
+        f"  redis     {settings.REDIS_URL}   (namespace {settings.HOTSWAP_NAMESPACE})",
+        f"  database  {_database()}",
+        f"  commands  {sys.executable} manage.py ...  use these while the demo runs",
+        f"            (written to {log_dir.parent / demo_env.FILE_NAME})",
         f"  logs      {log_dir}/",
         "Ctrl-C stops everything.",
         "",
     ]
+
+
+def _database() -> str:
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        return f"SQLite at {database['NAME']}"
+    return f"{database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']} on {database.get('HOST')}"
