@@ -266,16 +266,6 @@ class Fleet:
             await pipe.execute()
 
     @unavailable_as_error
-    async def forget_spec(self, model_id: str, version: str) -> None:
-        """Remove a version from the fleet; replicas unload it once nothing runs on it."""
-        field = version_field(model_id, version)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.keys.specs, field)
-            pipe.hset(self.keys.desired, field, desired_entry(request=0, retire_at=time.time()))
-            pipe.publish(self.keys.changes, model_id)
-            await pipe.execute()
-
-    @unavailable_as_error
     async def replicas(self) -> list[ReplicaReport]:
         """The latest report of every live replica."""
         return await live_reports(self.redis, self.keys)
