@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,18 @@ LIVE = "swaps/live.html"
 
 Page = str | None
 Send = Callable[[str], Awaitable[None]]
+
+# The console renders on a thread of its own. database_sync_to_async's default runs on
+# the one thread every sync view of this process runs on (asgiref's thread_sensitive),
+# so a render queued the API request that made the change behind it: a rollback
+# answered ~50 ms after its flip, the render of its own transitions in front of it.
+_render_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="console-render")
+
+
+def off_requests(render: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """`render` as a coroutine run on the console's render thread, with Django's
+    database connection handling (a connection of that thread's own)."""
+    return database_sync_to_async(render, thread_sensitive=False, executor=_render_thread)
 
 
 class Watchers:
@@ -139,10 +152,10 @@ async def render_states(changes: Changes, *, states_sent: Callable[[], None]) ->
     """
     if changes.everything:
         for page in watchers.pages():
-            await watchers.send(page, await database_sync_to_async(snapshot)(page))
+            await watchers.send(page, await off_requests(snapshot)(page))
         states_sent()
         return
-    states = await database_sync_to_async(_render_states)(changes)
+    states = await off_requests(_render_states)(changes)
     for page, html in states:
         await watchers.send(page, html)
     if states:
@@ -155,7 +168,7 @@ async def render_rest(changes: Changes) -> None:
     message per watched page."""
     if changes.everything:
         return  # the snapshots had it all
-    for page, html in await database_sync_to_async(_render_rest)(changes):
+    for page, html in await off_requests(_render_rest)(changes):
         await watchers.send(page, html)
 
 

@@ -12,7 +12,6 @@ watchers (broadcast.watchers) and counts as a subscriber of its live task
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from swaps import broadcast, live
@@ -34,7 +33,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
         self.watching = True
         live.publisher.subscribe()
         # After registering: a change from here on arrives as a push as well.
-        current = await database_sync_to_async(broadcast.snapshot)(self.page)
+        current = await broadcast.off_requests(broadcast.snapshot)(self.page)
         if current:
             await self.send(text_data=current)
 

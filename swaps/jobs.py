@@ -60,9 +60,8 @@ def enqueue_swap(swap: Swap) -> Job | None:
 
 
 def enqueue_drain(swap_id: int) -> Job | None:
-    rq_job_id = job_id(DRAIN, swap_id)
-    Swap.objects.filter(pk=swap_id).update(rq_job_id=rq_job_id)
-    return queue().enqueue(drain_rollback, swap_id, job_id=rq_job_id)
+    """Queue a flipped rollback's drain (its record names the job since the claim)."""
+    return queue().enqueue(drain_rollback, swap_id, job_id=job_id(DRAIN, swap_id))
 
 
 def enqueue_recovery(swap: Swap, *, reason: str) -> bool:

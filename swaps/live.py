@@ -48,6 +48,8 @@ RETRY_SECONDS = 1.0
 # latest REST_WAIT seconds after the burst's first change.
 REST_QUIET = 0.05
 REST_WAIT = 0.25
+# Renders wait for a route flip running in this process, at most this long (notify.Flips).
+FLIP_HOLD = 0.25
 
 
 @dataclass
@@ -172,6 +174,7 @@ class Publisher:
             # swallowed by the client, and this loop must never outlive its watchers.
             while self._task is asyncio.current_task():
                 beat = BEAT
+                await notify.flips.over(FLIP_HOLD)
                 try:
                     beat = await self.publish_once(fleet, traffic, errors)
                 except (SwapError, *REDIS_DOWN) as exc:  # Redis away: say so, try again next beat
@@ -275,6 +278,7 @@ class ChangeFollower:
         while True:
             await self._arrived.wait()
             self._arrived.clear()
+            await notify.flips.over(FLIP_HOLD)
             changes, self._changes = self._changes, broadcast.Changes()
             if not changes:
                 continue
@@ -299,6 +303,7 @@ class ChangeFollower:
                     await asyncio.wait_for(self._rest_due.wait(), left)
                 except TimeoutError:
                     break
+            await notify.flips.over(FLIP_HOLD)
             changes, self._rest = self._rest, broadcast.Changes()
             if not changes:
                 continue

@@ -10,7 +10,11 @@ templates (which once cost an instant rollback a quarter of a second).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -62,6 +66,50 @@ def request_event(request: Any) -> dict[str, Any]:
         "id": request.pk,
         "model": request.served_model.name,
     }
+
+
+class Flips:
+    """The route flips under way in this process (a rollback's request or approval).
+
+    The console's renders in this process wait for them (swaps/live.py), for at most a
+    moment: a flip's own transitions are announced as it goes, and rendering them then
+    took the CPU and the interpreter from the flip, whose API answer came 50 ms after
+    the replicas flipped instead of 20. The console shows the states a moment later.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    @contextlib.contextmanager
+    def flipping(self) -> Iterator[None]:
+        with self._lock:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                done = [] if self._running else self._waiting
+                if done:
+                    self._waiting = []
+            for loop, over in done:
+                with contextlib.suppress(RuntimeError):  # that loop closed meanwhile
+                    loop.call_soon_threadsafe(over.set)
+
+    async def over(self, timeout: float) -> None:
+        """Return once no flip runs in this process, or after `timeout` seconds."""
+        over = asyncio.Event()
+        with self._lock:
+            if not self._running:
+                return
+            self._waiting.append((asyncio.get_running_loop(), over))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(over.wait(), timeout)
+
+
+flips = Flips()
 
 
 def announce(event: dict[str, Any]) -> None:

@@ -104,8 +104,9 @@ def request_rollback(
     if request.swap is None:
         notify.rollback_request_changed(request)
         return request
-    flip_rollback(swap_id=request.swap.pk)
-    return _load(request.pk)
+    with notify.flips.flipping():
+        flip_rollback(swap_id=request.swap.pk)
+        return _load(request.pk)
 
 
 def approve_rollback(*, request_id: int, user: permissions.User, via: str) -> RollbackRequest:
@@ -127,8 +128,9 @@ def approve_rollback(*, request_id: int, user: permissions.User, via: str) -> Ro
             )
             RollbackRequest.objects.filter(pk=request.pk).update(swap=swap)
             record.accepted(swap=swap.pk)
-    flip_rollback(swap_id=swap.pk)
-    return _load(request.pk)
+    with notify.flips.flipping():
+        flip_rollback(swap_id=swap.pk)
+        return _load(request.pk)
 
 
 def reject_rollback(*, request_id: int, user: permissions.User, via: str) -> RollbackRequest:
@@ -143,7 +145,7 @@ def reject_rollback(*, request_id: int, user: permissions.User, via: str) -> Rol
     return request
 
 
-def flip_rollback(*, swap_id: int) -> Swap:
+def flip_rollback(*, swap_id: int) -> None:
     """Flip the route to the rollback's target now; queue the drain of the left version.
 
     Returns once every live replica routes to the target (the record Draining). If the
@@ -153,12 +155,19 @@ def flip_rollback(*, swap_id: int) -> Swap:
     swap = Swap.objects.select_related("served_model", "from_version", "to_version").get(pk=swap_id)
     model_id, target = swap.served_model.name, swap.to_version.version
     specs = fleet_state.specs_of([swap.from_version, swap.to_version])
+    drain = jobs.job_id(jobs.DRAIN, swap_id)
     unreachable = False
 
-    async def operation(engine: fleet_state.Engine) -> Swap:
+    async def operation(engine: fleet_state.Engine) -> Swap | None:
+        """None once flipped; the record if another runner had it or it failed."""
         nonlocal unreachable
         async with running(swap_id, engine) as run:
-            if not await sync_to_async(claim)(swap_id=swap_id, message="flipping the route"):
+            # The record names its drain job from the start: if this process dies before
+            # queueing it, the sweep finds the job missing and recovers the rollback.
+            claimed = await sync_to_async(claim)(
+                swap_id=swap_id, message="flipping the route", rq_job_id=drain
+            )
+            if not claimed:
                 return await sync_to_async(load_swap)(swap_id)
             try:
                 await fleet_state.ensure_specs(engine, specs)
@@ -172,27 +181,26 @@ def flip_rollback(*, swap_id: int) -> Swap:
             # lease goes to the drain job before the job exists: the sweep never sees the
             # drain without a runner, and the job never finds the lease still ours. The
             # record (the database) and the hand-over (Redis) are written side by side.
-            drain = jobs.job_id(jobs.DRAIN, swap_id)
             await asyncio.gather(run.recorder.flush(), run.lease.hand_over(drain))
             await sync_to_async(_queue_drain)(swap_id)
-            return await sync_to_async(load_swap)(swap_id)
+            return None
 
     try:
-        swap = fleet_state.run(operation)
+        failed = fleet_state.run(operation)
     except leases.LeaseHeld:
-        return load_swap(swap_id)
+        return
     except SwapError as exc:  # the lease or the fleet could not be reached: nothing flipped
         unreachable = isinstance(exc, FleetUnavailable)
-        swap = settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
-    if swap.state == Swap.State.FAILED:
-        request = RollbackRequest.objects.get(swap=swap)
-        failed = OperationUnavailable if unreachable else OperationFailed
-        raise failed(
-            FLIP_FAILED.format(
-                request_id=request.pk, model=model_id, version=target, message=swap.message
-            )
+        failed = settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
+    if failed is None or failed.state != Swap.State.FAILED:
+        return
+    request = RollbackRequest.objects.get(swap=failed)
+    error = OperationUnavailable if unreachable else OperationFailed
+    raise error(
+        FLIP_FAILED.format(
+            request_id=request.pk, model=model_id, version=target, message=failed.message
         )
-    return swap
+    )
 
 
 def _queue_drain(swap_id: int) -> None:

@@ -330,13 +330,15 @@ def _reports_this(status: SwapStatus, swap: Swap) -> bool:
     )
 
 
-def claim(*, swap_id: int, message: str) -> bool:
-    """Pending -> Swapping, for exactly one runner (a conditional UPDATE)."""
+def claim(*, swap_id: int, message: str, rq_job_id: str | None = None) -> bool:
+    """Pending -> Swapping, for exactly one runner (a conditional UPDATE); `rq_job_id`
+    names the job that will carry the operation on, where that is not the claimer's."""
     now = timezone.now()
+    changes: dict[str, Any] = {"state": Swap.State.SWAPPING, "started_at": now, "message": message}
+    if rq_job_id is not None:
+        changes["rq_job_id"] = rq_job_id
     with transaction.atomic():
-        claimed = Swap.objects.filter(pk=swap_id, state=Swap.State.PENDING).update(
-            state=Swap.State.SWAPPING, started_at=now, message=message
-        )
+        claimed = Swap.objects.filter(pk=swap_id, state=Swap.State.PENDING).update(**changes)
         if claimed:
             SwapTransition.objects.create(
                 swap_id=swap_id, state=Swap.State.SWAPPING, message=message, at=now

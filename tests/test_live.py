@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -227,6 +228,51 @@ async def test_the_rest_of_a_burst_is_rendered_once_after_its_states(follower):
 
     assert set(rest.swaps) == {"iris", "wine"} and len(rest.swaps["iris"]) == 2
     assert follower.rest.seen.empty()
+
+
+async def test_a_change_announced_while_this_process_flips_a_route_renders_after_the_flip(
+    follower, monkeypatch
+):
+    # A rollback's request flips the route on a thread of this process: rendering its
+    # transitions meanwhile would take the CPU from it and delay its answer.
+    monkeypatch.setattr(live, "FLIP_HOLD", 30.0)
+    flipping = threading.Event()
+    flip_over = threading.Event()
+
+    def flip() -> None:
+        with notify.flips.flipping():
+            flipping.set()
+            flip_over.wait(30)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        assert await asyncio.to_thread(flipping.wait, 30)
+        await announce("iris")
+        await until_received()
+        assert follower.states.seen.empty()
+    finally:
+        flip_over.set()
+        flipper.join(30)
+
+    assert set((await follower.states.next()).swaps) == {"iris"}
+
+
+async def test_a_flip_that_lasts_holds_the_renders_only_for_a_moment(follower, monkeypatch):
+    monkeypatch.setattr(live, "FLIP_HOLD", 0.01)
+    with notify.flips.flipping():  # never ends while the render is awaited
+        await announce("iris")
+
+        assert set((await follower.states.next()).swaps) == {"iris"}
+
+
+async def until_received() -> None:
+    """Until the follower took every announcement off the channel layer."""
+    layer = get_channel_layer()
+    members = layer.groups.get(notify.CHANGES, {})
+    async with asyncio.timeout(30):
+        while any(q.qsize() for name, q in layer.channels.items() if name in members):
+            await asyncio.sleep(0)  # yield to the follower's tasks, no wall-clock wait
 
 
 async def test_once_the_channel_layer_is_back_every_watched_page_is_rendered_in_full(
