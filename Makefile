@@ -9,14 +9,19 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 WITH_REDIS := $(PY) scripts/with_redis.py --
+# pip, quiet: its build backend's notices (setuptools on editable installs) are not ours.
+PIP := PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 # Test processes: most tests wait on replicas, workers, daphne and Chromium, so three
 # workers keep a 2-core machine busy. `make test PYTEST_WORKERS=0` runs in one process.
 PYTEST_WORKERS ?= 3
 
-.PHONY: demo test lint bench report clean venv
+.PHONY: demo test lint bench report clean venv test-venv
 
+# What runs the product (make demo); the test extras come with the first make test,
+# make lint or make bench.
 venv: $(VENV)/.installed
+test-venv: $(VENV)/.test-installed
 
 # Rebuilt whenever pyproject.toml changes. Hotswap pins Python 3.11 (pyproject's
 # requires-python); python3 is accepted only if it is 3.11.
@@ -31,22 +36,28 @@ $(VENV)/.installed: pyproject.toml
 	fi; \
 	echo "creating $(VENV) with $$python"; \
 	"$$python" -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -e '.[test]'
+	$(PIP) --upgrade pip
+	@echo "installing Hotswap and what it runs on into $(VENV) (a minute the first time)"
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	@echo "installing the test tools into $(VENV)"
+	$(PIP) -e '.[test]'
 	touch $@
 
 demo: venv
 	$(WITH_REDIS) $(PY) manage.py demo
 
-test: venv
+test: test-venv
 	mkdir -p test-output/screenshots
 	$(WITH_REDIS) $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-lint: venv
+lint: test-venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: venv
+bench: test-venv
 	@set -e; found=; \
 	for script in bench/*.py; do \
 		[ -e "$$script" ] || continue; \
@@ -58,11 +69,11 @@ bench: venv
 	[ -n "$$found" ] || echo "no benchmarks in bench/ yet"
 
 # matplotlib is only for the report: installed into the venv on first use.
-$(VENV)/.bench-installed: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+$(VENV)/.bench-installed: $(VENV)/.test-installed
+	$(PIP) -e '.[test,bench]'
 	touch $@
 
-report: venv $(VENV)/.bench-installed
+report: $(VENV)/.bench-installed
 	$(PY) bench/report.py
 
 clean:
