@@ -4,7 +4,13 @@ What `manage.py demo` runs the product with. Each child gets a session (so a pro
 group) of its own, its output goes to a log file, and:
 
 - SIGINT or SIGTERM to the supervisor stops every child and `run()` returns 0;
-- a child that exits on its own is named, the rest are stopped, and it returns 1.
+- a child that exits on its own once everything is up is named and started again, as
+  an orchestrator would (killing a replica is what a newcomer tries, to see a fleet
+  serve through it); one that keeps exiting (MAX_RESTARTS within RESTART_WINDOW
+  seconds), or exits while the demo starts, stops the rest and `run()` returns 1;
+- a child dies with the supervisor: killed outright (SIGKILL), the supervisor cannot
+  stop anything, so on Linux each child is told at start to take a SIGTERM when its
+  parent dies (prctl's PR_SET_PDEATHSIG), and no child holds the demo's ports after it.
 
 Stopping sends SIGTERM to each child's process group, waits up to `grace` seconds, then
 SIGKILLs whatever is left, including descendants that moved to groups of their own (RQ
@@ -13,16 +19,19 @@ forks its work horse into a new process group).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -32,6 +41,13 @@ PORT_IN_USE = (
     "or set PORT to another base port"
 )
 CHILD_EXITED = "{name} (pid {pid}) exited with status {status}; stopping the rest"
+RESTARTING = "{name} (pid {pid}) exited with status {status}; starting it again"
+RESTARTED = "{name} started again (pid {pid}); its log goes on in {log}"
+GIVING_UP = "{name} exited {count} times within {window:g} s; stopping the rest"
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+# The first restart is at once; each further one within the window waits twice as long.
+RESTART_PAUSE = 0.5
 NOT_READY = "{what} did not answer {url} within {timeout:g} s; stopping everything"
 LOG_TAIL_LINES = 15
 
@@ -53,6 +69,9 @@ class Child:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    exits: list[float] = field(default_factory=list)  # monotonic times it exited at
 
     @property
     def pid(self) -> int:
@@ -125,9 +144,15 @@ class Supervisor:
     def start(self, name: str, argv: Sequence[str], **env: str) -> Child:
         self._check()
         log_path = self.log_dir / f"{name.replace(' ', '-')}.log"
+        popen = self._spawn(list(argv), env, log_path)
+        child = Child(name=name, popen=popen, log_path=log_path, argv=list(argv), env=env)
+        self.children.append(child)
+        return child
+
+    def _spawn(self, argv: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
         with log_path.open("ab") as log:
-            popen = subprocess.Popen(
-                list(argv),
+            return subprocess.Popen(
+                argv,
                 cwd=self.cwd,
                 env={**self.env, **env},
                 stdin=subprocess.DEVNULL,
@@ -136,10 +161,27 @@ class Supervisor:
                 # Its own group: a terminal's Ctrl-C reaches only the supervisor, which
                 # then stops the children in order, and killpg reaches their children.
                 start_new_session=True,
+                preexec_fn=_dies_with(os.getpid()),
             )
-        child = Child(name=name, popen=popen, log_path=log_path)
-        self.children.append(child)
-        return child
+
+    def restart(self, child: Child) -> bool:
+        """Start an exited child again, unless it keeps exiting; False if it does."""
+        now = time.monotonic()
+        child.exits = [at for at in child.exits if now - at < RESTART_WINDOW] + [now]
+        if len(child.exits) > MAX_RESTARTS:
+            count = len(child.exits)
+            self.say(GIVING_UP.format(name=child.name, count=count, window=RESTART_WINDOW))
+            tail = child.log_tail()
+            if tail:
+                self.say(f"last lines of {child.log_path}:\n{tail}")
+            return False
+        self.say(RESTARTING.format(name=child.name, pid=child.pid, status=child.popen.returncode))
+        pause = RESTART_PAUSE * (2 ** (len(child.exits) - 2)) if len(child.exits) > 1 else 0.0
+        if self._wake.wait(pause) and self.signal_received is not None:
+            return True  # asked to stop meanwhile: the watch loop stops everything
+        child.popen = self._spawn(child.argv, child.env, child.log_path)
+        self.say(RESTARTED.format(name=child.name, pid=child.pid, log=child.log_path))
+        return True
 
     def wait_answering(self, url: str, *, what: str, timeout: float) -> None:
         """Wait until `url` answers 200; raise if a child exits, a signal comes or time is up."""
@@ -152,12 +194,18 @@ class Supervisor:
 
     def run(self, start: Callable[[], None]) -> int:
         """Call `start` (it starts the children and waits for them to answer), then watch
-        them. Returns 0 after a signal, 1 after a child's exit or a start that timed out;
-        every child is stopped either way."""
+        them, starting again any that exits. Returns 0 after a signal; 1 after a child kept
+        exiting, or exited while starting, or a start that timed out; every child is
+        stopped either way."""
         try:
             start()
             while True:
-                self._check()
+                try:
+                    self._check()
+                except ChildExited as exited:
+                    if not self.restart(exited.child):
+                        self.stop()
+                        return 1
                 self._wake.wait(0.2)
         except Signalled:
             self.say(f"stopping ({signal.Signals(self.signal_received).name}) ...")
@@ -224,6 +272,28 @@ class Supervisor:
             except psutil.NoSuchProcess:
                 pass
         return found
+
+
+PR_SET_PDEATHSIG = 1
+_LIBC = (
+    ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+)
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """What a child runs between fork and exec, on Linux: take SIGTERM when `parent`
+    dies (and at once if it died before this ran). Elsewhere nothing: stop the demo
+    with Ctrl-C or SIGTERM there, which stops its children."""
+    if _LIBC is None:
+        return None
+    prctl = _LIBC.prctl  # looked up before the fork, as the child must not load anything
+
+    def take_sigterm_when_the_parent_dies() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return take_sigterm_when_the_parent_dies
 
 
 def _signal_group(pid: int, signum: int) -> None:

@@ -1,4 +1,5 @@
-"""`manage.py demo` when something is wrong: a port in use, a child that dies."""
+"""`manage.py demo` when something is wrong: a port in use, a child that dies, the demo
+itself killed."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
+import httpx
 import pytest
 
-from .demo_process import clean_up, start_demo, still_running, wait_up
-from .processes import ROOT
+from .demo_process import IRIS_ROW, clean_up, start_demo, still_running, wait_up
+from .processes import ROOT, wait_until
 
 pytestmark = pytest.mark.fleet
 
@@ -40,16 +43,95 @@ def test_a_port_in_use_is_refused_naming_it(tmp_path, redis_url):
     assert f"port {taken} on 127.0.0.1 is in use (wanted for the console)" in result.stderr
 
 
-def test_a_child_that_dies_is_named_and_the_rest_stopped(tmp_path, redis_url):
+def test_a_killed_replica_is_started_again_while_a_swap_completes_on_the_survivor(
+    tmp_path, redis_url
+):
+    demo = start_demo(tmp_path, redis_url, replicas=2, traffic="0")
+    try:
+        wait_up(demo)
+        survivor, victim = demo.replica_urls
+        (killed,) = [p for p in demo.family() if victim.rsplit(":", 1)[1] in p.cmdline()]
+        failed: list[int] = []
+        served = threading.Event()
+        done = threading.Event()
+
+        def clients() -> None:  # a client of the survivor, through the kill and the swap
+            with httpx.Client(base_url=survivor, timeout=30) as client:
+                while not done.is_set():
+                    answer = client.post("/v2/models/iris/infer", json={"inputs": [IRIS_ROW]})
+                    if answer.status_code != 200:
+                        failed.append(answer.status_code)
+                    served.set()
+
+        traffic = threading.Thread(target=clients)
+        traffic.start()
+        try:
+            assert served.wait(30)
+            killed.kill()
+            swap = demo_command(demo, "swap", "iris", "1", "2", "--wait", "120", "--user", "alice")
+        finally:
+            done.set()
+            traffic.join(60)
+
+        assert swap.returncode == 0, swap.stdout + swap.stderr
+        assert "completed" in swap.stdout
+        assert failed == []
+        restarted = f"replica-2 (pid {killed.pid}) exited with status -9; starting it again"
+        wait_until(lambda: restarted in demo.output(), timeout=60, what="the restart's line")
+        assert "replica-2 started again" in demo.output()
+        wait_until(
+            lambda: serves(victim, "2"), timeout=120, what="the restarted replica to serve iris 2"
+        )
+        assert demo.running()
+    finally:
+        clean_up(demo)
+
+
+def test_killing_the_demo_outright_stops_every_child(tmp_path, redis_url):
     demo = start_demo(tmp_path, redis_url, replicas=1, traffic="0")
     try:
         wait_up(demo)
         children = demo.family()
-        (replica,) = [p for p in children if "swaps.replica" in p.cmdline()]
-        replica.kill()
-        demo.popen.wait(timeout=60)
-        left = [p for p in children if still_running(p)]
+        assert len(children) >= 3  # console, worker, replica
 
-        assert (demo.popen.returncode, "replica-1" in demo.output(), left) == (1, True, [])
+        demo.popen.kill()  # no chance to stop them itself
+        demo.popen.wait(timeout=30)
+
+        wait_until(
+            lambda: not [p for p in children if still_running(p)],
+            timeout=60,
+            what="the children of a killed demo to exit",
+        )
     finally:
+        for process in children if "children" in locals() else []:
+            if still_running(process):
+                process.kill()
         clean_up(demo)
+
+
+def serves(replica_url: str, version: str) -> bool:
+    try:
+        answer = httpx.post(
+            f"{replica_url}/v2/models/iris/infer", json={"inputs": [IRIS_ROW]}, timeout=5
+        )
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 200 and answer.json().get("model_version") == version
+
+
+def demo_command(demo, *args: str) -> subprocess.CompletedProcess:
+    """A manage.py command run beside the demo, finding it as a user's would."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"REDIS_URL", "DATABASE_URL", "HOTSWAP_NAMESPACE", "HOTSWAP_RQ_QUEUE"}
+    }
+    env.update(HOTSWAP_RUN_DIR=str(demo.output_path.parent), PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )

@@ -130,11 +130,9 @@ def run_processes(*, port: int, replicas: int, traffic: float, login: str) -> in
         )
         supervisor.start(
             "worker",
-            [
-                *(python, "manage.py", "rqworker", settings.HOTSWAP_RQ_QUEUE, "default"),
-                # Unique per run: RQ refuses a name a worker killed earlier still holds.
-                *("--name", f"{settings.HOTSWAP_NAMESPACE}-demo-{os.getpid()}"),
-            ],
+            # No --name: RQ gives each start a random one, and refuses a name a killed
+            # worker still holds, as the one a restarted worker follows would.
+            [python, "manage.py", "rqworker", settings.HOTSWAP_RQ_QUEUE, "default"],
         )
         supervisor.wait_answering(
             f"{console_url}accounts/login/", what="the console", timeout=READY_TIMEOUT
