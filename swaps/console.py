@@ -7,11 +7,14 @@ contexts, whether it is part of a full page (views.py), the answer to an htmx re
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest
+from django.utils.safestring import mark_safe
 
-from swaps import fleet_reports
+from swaps import fleet_reports, permissions
 from swaps.models import AuditEntry, RollbackRequest, ServedModel, Swap, SwapTransition
 from swaps.registry import get_model
 
@@ -64,9 +67,11 @@ def audit_context(served: ServedModel) -> dict[str, Any]:
 
 
 def swap_form_context(served: ServedModel) -> dict[str, Any]:
-    """`swap-form`: from the active version to any other registered one."""
+    """`swap-form`: from the active version to any other registered one, unless an
+    operation of the model is under way (the server would refuse a second)."""
     targets = served.versions.exclude(pk=served.active_version_id)
-    return {"model": served, "swap_targets": list(targets)}
+    under_way = swaps_of(served.swaps.filter(state__in=Swap.RUNNING)).first()
+    return {"model": served, "swap_targets": list(targets), "under_way": under_way}
 
 
 def rollback_context(served: ServedModel) -> dict[str, Any]:
@@ -115,3 +120,43 @@ def dashboard_context() -> dict[str, Any]:
         **latest_swaps_context(),
         **approvals_context(),
     }
+
+
+# -- who is looking -----------------------------------------------------------------------------
+
+# The controls templates/swaps/live.html marks with may-PERMISSION / may-not-PERMISSION.
+CONTROLS = {
+    "start-swap": permissions.START_SWAP,
+    "request-rollback": permissions.REQUEST_ROLLBACK,
+    "approve-rollback": permissions.APPROVE_ROLLBACK,
+}
+# Usernames Django's validator allows: none of them needs quoting in a CSS string.
+PLAIN_USERNAME = re.compile(r"[\w.@+-]+")
+
+
+def viewer_style(user: permissions.User) -> str:
+    """CSS for one signed-in viewer: their controls shown, the rest replaced by a line
+    saying what they need; no decision controls on their own rollback requests.
+
+    The pushed fragments are the same for everyone who watches a page; this style, part
+    of the page each viewer loaded, is what makes them theirs.
+    """
+    if user is None or not user.is_authenticated:
+        return ""
+    rules = []
+    for control, permission in CONTROLS.items():
+        if not user.has_perm(permission):
+            rules.append(f".may-{control}{{display:none}}.may-not-{control}{{display:block}}")
+    username = user.get_username()
+    if user.has_perm(permissions.APPROVE_ROLLBACK) and PLAIN_USERNAME.fullmatch(username):
+        mine = f'[data-requested-by="{username}"]'
+        rules.append(
+            f"{mine} .may-approve-rollback{{display:none}}{mine} .own-request{{display:block}}"
+        )
+    return "".join(rules)
+
+
+def viewer(request: HttpRequest) -> dict[str, Any]:
+    """Context processor: `viewer_style` for base.html."""
+    # Safe: fixed rules and a username of word characters, dots, @, + and - only.
+    return {"viewer_style": mark_safe(viewer_style(getattr(request, "user", None)))}

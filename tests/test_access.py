@@ -380,3 +380,37 @@ async def test_a_user_without_rights_may_watch_over_a_websocket(path, iris, mall
 @pytest.mark.parametrize("path", WEBSOCKETS)
 async def test_the_right_user_may_watch_over_a_websocket(path, iris, alice):
     assert await connects(path, alice) is True
+
+
+# -- what the console shows each viewer ---------------------------------------------------------
+
+
+def test_the_console_hides_from_each_viewer_the_controls_they_may_not_use(client):
+    make_user("mallory")
+    client.force_login(User.objects.get(username="mallory"))
+
+    style = client.get("/").context["viewer_style"]
+
+    for control in ("start-swap", "request-rollback", "approve-rollback"):
+        assert f".may-{control}{{display:none}}.may-not-{control}{{display:block}}" in style
+
+
+def test_an_approver_is_shown_no_decision_on_their_own_requests(client):
+    client.force_login(make_user("bob", APPROVER))
+
+    style = client.get("/").context["viewer_style"]
+
+    assert '[data-requested-by="bob"] .may-approve-rollback{display:none}' in style
+    assert ".may-approve-rollback{display:none}.may-not" not in style
+
+
+def test_a_username_that_is_not_plain_never_reaches_the_style(client):
+    # Created past the username validator (as a script or another backend could).
+    odd = make_user('x"]{}*{display:none}', APPROVER)
+    client.force_login(odd)
+
+    page = client.get("/").content.decode()
+    style = page.split('<style id="viewer-style">', 1)[1].split("</style>", 1)[0]
+
+    assert "requested-by" not in style and "*" not in style
+    assert style  # the rules that need no username are still there

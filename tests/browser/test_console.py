@@ -182,11 +182,15 @@ def test_a_swap_shows_swapping_draining_and_completed_without_a_reload(
     expect(page.locator("#swap-state-held")).to_have_attribute(
         "data-state", "draining", timeout=WAIT_MS
     )
+    # No second swap is offered while this one runs (the server would refuse it).
+    expect(page.locator("#swap-form-held")).to_contain_text("is under way", timeout=WAIT_MS)
+    expect(page.get_by_role("button", name="Start swap")).to_have_count(0)
     held.release()
 
     expect(page.locator("#swap-state-held")).to_have_attribute(
         "data-state", "completed", timeout=WAIT_MS
     )
+    expect(page.get_by_role("button", name="Start swap")).to_be_visible(timeout=WAIT_MS)
     states = page.evaluate("window.__record.states")
     assert [s for s in states if s in ("swapping", "draining", "completed")][-3:] == [
         "swapping",
@@ -234,11 +238,10 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
     expect(model_page.locator("#rollback-held .notice")).to_contain_text("requested")
     expect(model_page.get_by_label("Reason")).to_have_value("")
 
+    # Alice may approve, but not her own request: she is told so, not offered buttons.
     own_queue = open_live(model_page.context.new_page(), f"{console.url}/approvals/")
-    own_queue.get_by_role("button", name="Approve rollback").click()
-    expect(own_queue.locator("#approvals .error")).to_contain_text(
-        "nobody approves or rejects their own"
-    )
+    expect(own_queue.get_by_text("Your own request")).to_be_visible()
+    expect(own_queue.get_by_role("button", name="Approve rollback request")).to_be_hidden()
 
     queue = open_live(signed_in(browser, console, bob), f"{console.url}/approvals/")
     queue.get_by_role("button", name="Approve rollback").click()
@@ -250,6 +253,20 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
     expect(serving_tag).to_have_text("1 serving", timeout=WAIT_MS)  # no reload needed
     model_page.screenshot(path=SCREENSHOTS / "model-after-rollback.png", full_page=True)
     assert answer(replica, "held")["model_version"] == "1"
+
+
+def test_a_viewer_without_permissions_is_shown_no_controls_but_what_they_need(
+    browser, console, held_model, alice
+):
+    carol = operator("carol", ())  # signed in, may look, may change nothing
+    page = open_live(signed_in(browser, console, carol), f"{console.url}/models/held/")
+
+    expect(page.get_by_role("button", name="Start swap")).to_be_hidden()
+    expect(page.get_by_text("needs the start_swap permission")).to_be_visible()
+    # The same page for alice, who may swap: the pushed fragments are the same for both.
+    alices = open_live(signed_in(browser, console, alice), f"{console.url}/models/held/")
+    expect(alices.get_by_role("button", name="Start swap")).to_be_visible()
+    expect(alices.get_by_text("needs the start_swap permission")).to_be_hidden()
 
 
 def test_the_dashboard_reads_on_a_phone(browser, console, held_model, alice):
