@@ -202,6 +202,15 @@ def test_seed_demo_gives_each_user_their_rights(seeded):
     assert not mallory.get_all_permissions()
 
 
+def test_seed_demo_lets_alice_read_the_records_in_the_admin(seeded, client):
+    client.force_login(User.objects.get(username="alice"))
+
+    assert client.get("/admin/swaps/swap/").status_code == 200
+    assert client.get("/admin/swaps/auditentry/").status_code == 200
+    client.force_login(User.objects.get(username="mallory"))
+    assert client.get("/admin/").status_code == 302  # to the admin's login
+
+
 def test_seed_demo_serves_iris_1_with_approval_gated_rollbacks(seeded, engine):
     iris = ServedModel.objects.get(name="iris")
 

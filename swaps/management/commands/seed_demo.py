@@ -19,9 +19,15 @@ from swaps.management.base import DomainCommand
 from swaps.models import ModelVersion, ServedModel
 
 # Who does what in the demo: the groups' permissions, and the users in them.
+# Both groups may read the records in the admin (read-only there: changes go through
+# the console, the API and the CLI, which audit them).
+READ_RECORDS = [
+    f"view_{model}"
+    for model in ("servedmodel", "modelversion", "swap", "swaptransition", "rollbackrequest")
+] + ["view_auditentry"]
 GROUPS = {
-    "operators": ["start_swap", "request_rollback", "register_version"],
-    "approvers": ["approve_rollback", "request_rollback"],
+    "operators": ["start_swap", "request_rollback", "register_version", *READ_RECORDS],
+    "approvers": ["approve_rollback", "request_rollback", *READ_RECORDS],
 }
 USERS = {"alice": "operators", "bob": "approvers", "mallory": None}
 FIRST_VERSION = "1"
@@ -105,7 +111,8 @@ def _user(username: str, group: Group | None) -> str | None:
     if users.filter(username=username).exists():
         return None
     password = os.environ.get("HOTSWAP_DEMO_PASSWORD") or secrets.token_urlsafe(9)
-    user = users.create_user(username=username, password=password)
+    # A user in a group may open the admin (to read the records); mallory may not.
+    user = users.create_user(username=username, password=password, is_staff=group is not None)
     if group is not None:
         user.groups.add(group)
     return password
