@@ -379,6 +379,30 @@ async def test_a_swap_that_would_break_clients_is_refused_on_the_fleet_naming_wh
     assert await answering_versions(replicas, models.iris) == {"1"}
 
 
+async def test_a_replica_that_reports_in_before_loading_anything_is_no_judge_of_a_version(
+    models, swapper, fleet, replicas
+):
+    # A replica started again mid-swap reports before it has loaded what the fleet wants:
+    # the checks between the load and the flip must not take it for a failed replica.
+    before = await fleet.versions.signature(models.iris, "1")
+    joining = asyncio.create_task(heartbeat_without_acks(fleet, "replica-joining"))
+    try:
+        await until(lambda: fleet_size(fleet), equals=len(replicas) + 1)
+
+        health = await fleet.versions.check_health(models.iris, "1")
+        described = await fleet.versions.signature(models.iris, "1")
+    finally:
+        joining.cancel()
+
+    assert health.healthy, health.reason
+    assert before is not None
+    assert described == before
+
+
+async def fleet_size(fleet: Fleet) -> int:
+    return len(await fleet.replicas())
+
+
 async def test_a_refused_targets_failed_check_stays_reported_once_it_is_unloaded(
     models, swapper, fleet, replicas
 ):

@@ -92,7 +92,11 @@ class FleetVersions:
             return HealthCheckResult.failure(
                 model_id=model_id, version=version, reason=NO_REPLICA_TO_CHECK, replica=""
             )
-        results = [_health_on(report, model_id, version) for report in reports]
+        results = [
+            _health_on(report, model_id, version)
+            for report in reports
+            if _got_to(report, model_id, version)
+        ] or [_health_on(reports[0], model_id, version)]
         return min(results, key=lambda h: (h.healthy, -(h.latency_ms or 0.0)))
 
     @unavailable_as_error
@@ -100,6 +104,7 @@ class FleetVersions:
         described = {
             orjson.dumps(r.signatures.get(model_id, {}).get(version))
             for r in await live_reports(self._redis, self._keys)
+            if r.has_loaded(model_id, version)
         }
         if len(described) != 1:
             return None
@@ -183,6 +188,18 @@ def _answered(report: ReplicaReport, model_id: str, version: str, request: int) 
     if reason:
         raise LoadError(REPLICA_LOAD_FAILED.format(replica=report.replica_id, reason=reason))
     return True
+
+
+def _got_to(report: ReplicaReport, model_id: str, version: str) -> bool:
+    """Whether the replica loaded the version or answered a load of it.
+
+    One that has done neither joined the fleet (or started again) after the load was
+    asked; it loads every desired version on its own and cannot serve one it has not
+    loaded, so it does not judge the version yet. Counting it failed a swap ("not
+    loaded on replica-2", or tensors "described differently") whenever a restarted
+    replica reported in between the load and the checks.
+    """
+    return report.has_loaded(model_id, version) or version in report.answered.get(model_id, {})
 
 
 def _warm_on(report: ReplicaReport, model_id: str, version: str, request: int) -> bool:

@@ -61,7 +61,8 @@ class VersionManager(Protocol):
 
     async def signature(self, model_id: str, version: str) -> Signature | None:
         """The tensors the version takes and gives where it is loaded (in a fleet: as
-        every live replica describes it); None unless all of them have it loaded and agree."""
+        every live replica that loaded it describes it); None if none did, if they
+        disagree, or if one that loaded it does not describe it (an older replica)."""
         ...
 
     async def keep_warm(self, model_id: str, version: str) -> bool:
