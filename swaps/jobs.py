@@ -13,6 +13,8 @@ import uuid
 
 import django_rq
 from django.conf import settings
+from django_rq.connection_utils import get_connection
+from redis import Redis
 from rq.job import Job
 
 from swaps import swapping
@@ -49,7 +51,22 @@ def job_id(kind: str, swap_id: int, *, unique: bool = False) -> str:
 
 
 def queue() -> django_rq.queues.DjangoRQ:
-    return django_rq.get_queue(settings.HOTSWAP_RQ_QUEUE)
+    return django_rq.get_queue(settings.HOTSWAP_RQ_QUEUE, connection=_connection())
+
+
+def _connection() -> Redis:
+    """One client, and so one connection pool, per process and queue setting (redis-py's
+    pool reconnects after a fork and retries a dropped connection). django-rq builds a
+    new client for every queue it hands out: a new TCP connection and handshake on each
+    enqueue, a few milliseconds an instant rollback's answer waited for."""
+    setting = repr(sorted(settings.RQ_QUEUES[settings.HOTSWAP_RQ_QUEUE].items()))
+    client = _clients.get(setting)
+    if client is None:  # two threads may both build one: either does
+        client = _clients[setting] = get_connection(settings.HOTSWAP_RQ_QUEUE)
+    return client
+
+
+_clients: dict[str, Redis] = {}
 
 
 def enqueue_swap(swap: Swap) -> Job | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -454,7 +454,11 @@ def record_transition(
         )
         # Swapping is before the flip: the route is still the one the database has.
         if status.current_version and state != Swap.State.SWAPPING:
-            mark_active(served=swap.served_model, version=status.current_version)
+            mark_active(
+                served=swap.served_model,
+                version=status.current_version,
+                known=(swap.to_version, swap.from_version),
+            )
         if state in Swap.FINAL:
             _audit_finish(swap)
     notify.swap_changed(swap)
@@ -492,9 +496,12 @@ def settle(
     return load_swap(swap_id)
 
 
-def mark_active(*, served: ServedModel, version: str) -> None:
-    """Record that the fleet routes `served` to `version`."""
-    routed = served.versions.filter(version=version).first()
+def mark_active(
+    *, served: ServedModel, version: str, known: Iterable[ModelVersion | None] = ()
+) -> None:
+    """Record that the fleet routes `served` to `version` (one of `known`, if loaded)."""
+    routed = next((v for v in known if v is not None and v.version == version), None)
+    routed = routed or served.versions.filter(version=version).first()
     if routed is None:
         log.error("the fleet routes model %s to unregistered version %s", served.name, version)
         return
