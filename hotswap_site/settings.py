@@ -69,6 +69,9 @@ HOTSWAP_LEASE_TTL = env_seconds("HOTSWAP_LEASE_TTL", default=10.0)
 HOTSWAP_SWEEP_INTERVAL = env_seconds("HOTSWAP_SWEEP_INTERVAL", default=60.0)
 # The RQ queue swap, rollback and recovery jobs go to (RQ_QUEUES below).
 HOTSWAP_RQ_QUEUE = env_key_prefix("HOTSWAP_RQ_QUEUE", default="swaps")
+# If set, GET /metrics on the console needs it as a bearer token (Prometheus'
+# `authorization` scrape setting); unset, the metrics are open, like a replica's.
+HOTSWAP_METRICS_TOKEN = env_str("HOTSWAP_METRICS_TOKEN", default="")
 # Largest JSON body the control-plane API reads; larger ones get 413.
 HOTSWAP_API_MAX_BODY_BYTES = env_int("HOTSWAP_API_MAX_BODY_BYTES", default=64 * 1024, minimum=1)
 # Web and worker processes republish routes and desired versions from the database when

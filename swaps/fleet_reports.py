@@ -31,12 +31,9 @@ def open_fleet() -> Fleet:
     )
 
 
-def health_by_version(model: str) -> dict[str, list[tuple[HealthCheckResult, bool]]] | None:
-    """The last health check of each version of `model` on each live replica, passed or
-    failed (a failure to load included), and whether the replica has it loaded now.
-
-    None if the fleet cannot be read (the page says so instead of failing).
-    """
+def live_reports(*, wanted_for: str) -> list[ReplicaReport] | None:
+    """The live replicas' reports; None if the fleet cannot be read (logged, naming what
+    they were `wanted_for`: the caller says so instead of failing)."""
 
     async def read() -> list[ReplicaReport]:
         fleet = open_fleet()
@@ -46,9 +43,20 @@ def health_by_version(model: str) -> dict[str, list[tuple[HealthCheckResult, boo
             await fleet.redis.aclose()
 
     try:
-        reports = async_to_sync(read)()
+        return async_to_sync(read)()
     except (SwapError, *REDIS_DOWN) as exc:
-        log.warning("console: cannot read the fleet's health checks (%s)", exc)
+        log.warning("cannot read the fleet's reports for %s (%s)", wanted_for, exc)
+        return None
+
+
+def health_by_version(model: str) -> dict[str, list[tuple[HealthCheckResult, bool]]] | None:
+    """The last health check of each version of `model` on each live replica, passed or
+    failed (a failure to load included), and whether the replica has it loaded now.
+
+    None if the fleet cannot be read (the page says so instead of failing).
+    """
+    reports = live_reports(wanted_for="the console's health checks")
+    if reports is None:
         return None
     health: dict[str, list[tuple[HealthCheckResult, bool]]] = {}
     for report in reports:

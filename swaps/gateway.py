@@ -13,6 +13,7 @@ inference names the `model_version` that answered.
 | `GET /v2/models/{m}[/versions/{v}]/ready` | 200, or 503 while not ready |
 | `POST /v2/models/{m}/infer` | the model's active version answers |
 | `POST /v2/models/{m}/versions/{v}/infer` | version v answers (503 if not loaded here) |
+| `GET /metrics` | Prometheus metrics (swaps/serving_metrics.py), unless turned off |
 
 Errors are `{"error": "..."}`: 400 malformed request, 404 unknown model, version or
 endpoint, 405 wrong method, 413 body too large, 503 not ready or not loaded here.
@@ -22,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from time import perf_counter
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from .engine.errors import NotServing, UnknownModel
@@ -33,6 +36,7 @@ from .engine.ports import LoadedModel
 from .engine.runtimes import describe_exception
 from .engine.serving import Dispatcher
 from .model_threads import ModelThreads
+from .serving_metrics import CONTENT_TYPE, ServingMetrics
 from .v2_codec import BadRequest, check_inputs, decode_request, encode_response
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,7 @@ WRONG_METHOD = "{path} takes {allowed}, not {method}"
 MODEL_FAILED = "version {version!r} of model {model_id!r} failed on this request: {error}"
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
+METRICS_HEADERS = [(b"content-type", CONTENT_TYPE.encode())]
 
 
 class Backend(Protocol):
@@ -89,9 +94,17 @@ class Gateway:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         inference_threads: int = INFERENCE_THREADS,
         on_started: Callable[[], object] | None = None,
+        metrics: bool = True,
     ) -> None:
         self.backend = backend
         self.dispatcher = backend.dispatcher
+        self.metrics = (
+            ServingMetrics(
+                self.dispatcher, loads=backend if hasattr(backend, "load_failures") else None
+            )
+            if metrics
+            else None
+        )
         self.max_body_bytes = max_body_bytes
         # 0 runs the model on the event loop: measured in bench/serving.py, and unsafe
         # with a model that can hang (it would stop health answers and heartbeats).
@@ -143,6 +156,9 @@ class Gateway:
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list]:
         method, path = scope["method"], scope["path"].rstrip("/")
+        if path == "/metrics" and self.metrics is not None:
+            _allow(method, "GET", path)
+            return 200, self.metrics.exposition(), METRICS_HEADERS
         parts = path.split("/")  # "", "v2", ...
         if parts[:2] != ["", "v2"]:
             raise HTTPError(404, NO_ENDPOINT.format(method=method, path=path))
@@ -186,30 +202,36 @@ class Gateway:
     async def _infer(
         self, scope: Scope, receive: Receive, model_id: str, version: str | None
     ) -> tuple[int, bytes, list]:
-        body = await self._read_body(scope, receive)
-        header_length = _header(scope, b"inference-header-content-length")
+        started = perf_counter()
         try:
-            request = decode_request(body, header_length=header_length)
-        except BadRequest as exc:
-            raise HTTPError(400, exc.message) from None
-        chosen, model = await self._begin(model_id, version)
-        outcome = FAILED
+            body = await self._read_body(scope, receive)
+            header_length = _header(scope, b"inference-header-content-length")
+            try:
+                request = decode_request(body, header_length=header_length)
+            except BadRequest as exc:
+                raise HTTPError(400, exc.message) from None
+            chosen, model = await self._begin(model_id, version)
+        except HTTPError as refusal:
+            if self.metrics is not None:
+                self.metrics.refused(refusal.status)
+            raise
+        outcome, code, predict_seconds = FAILED, 500, -1.0
         try:
             inputs = check_inputs(request, model.inputs)
             if self.threads is None:
-                outputs = model.predict(inputs)
+                outputs, predict_seconds = _timed_predict((model, inputs))
             else:
-                outputs = await self.threads.run(model.predict, inputs)
+                outputs, predict_seconds = await self.threads.run(_timed_predict, (model, inputs))
             payload, json_length = encode_response(
                 model_id=model_id, version=chosen, request=request, outputs=outputs
             )
-            outcome = SERVED
+            outcome, code = SERVED, 200
         except BadRequest as exc:
-            outcome = CLIENT_ERROR
+            outcome, code = CLIENT_ERROR, 400
             raise HTTPError(400, exc.message) from None
         except asyncio.CancelledError:
             # The client went away (what proxies log as 499): not the model's failure.
-            outcome = CLIENT_ERROR
+            outcome, code = CLIENT_ERROR, 499
             raise
         except Exception as exc:
             log.exception("version %s of model %s failed", chosen, model_id)
@@ -219,6 +241,10 @@ class Gateway:
             raise HTTPError(500, message) from None
         finally:
             self.dispatcher.end(model_id, chosen, outcome)
+            if self.metrics is not None:
+                self.metrics.answered(
+                    model_id, chosen, code, perf_counter() - started, predict_seconds
+                )
         if json_length is None:
             return 200, payload, JSON_HEADERS
         return (
@@ -310,7 +336,9 @@ def mount(
 
     How the console process (hotswap_site/asgi.py) serves /v2 beside Django.
     """
-    gateway = Gateway(backend, max_body_bytes=max_body_bytes)
+    # No serving metrics here: this process's /metrics is the control plane's (Django),
+    # and the fleet's replicas are `python -m swaps.replica` processes, which have them.
+    gateway = Gateway(backend, max_body_bytes=max_body_bytes, metrics=False)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -321,6 +349,16 @@ def mount(
 
     app.gateway = gateway  # type: ignore[attr-defined]
     return app
+
+
+def _timed_predict(
+    job: tuple[LoadedModel, Mapping[str, np.ndarray]],
+) -> tuple[dict[str, np.ndarray], float]:
+    """The model's outputs and its own time, measured on the thread it runs on."""
+    model, inputs = job
+    started = perf_counter()
+    outputs = model.predict(inputs)
+    return outputs, perf_counter() - started
 
 
 def _allow(method: str, allowed: str, path: str) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis
 
-from hotswap_site.env import env_int, env_key_prefix, env_seconds, env_str
+from hotswap_site.env import env_bool, env_int, env_key_prefix, env_seconds, env_str
 
 from .engine import runtimes
 from .engine.compatibility import Signature
@@ -113,6 +113,7 @@ class Replica:
         self._desired: dict[Key, Desired] = {}
         self._answered: dict[Key, int] = {}
         self._failures: dict[Key, str] = {}
+        self._load_failures: dict[Key, int] = {}
         self._health: dict[Key, HealthCheckResult] = {}
         self._loading: dict[Key, asyncio.Task] = {}
         self._waiting_for_load: set[str] = set()  # models routed to a version not loaded yet
@@ -293,9 +294,14 @@ class Replica:
             self._loading.pop(key, None)
             self._wake.set()  # report (and apply a route waiting for it) at once
 
+    def load_failures(self) -> dict[Key, int]:
+        """Failed loads per version since this replica started (its /metrics)."""
+        return dict(self._load_failures)
+
     def _failed_to_load(self, key: Key, reason: str) -> None:
         # Kept as the version's last check on this replica: the console shows why.
         self._failures[key] = reason
+        self._load_failures[key] = self._load_failures.get(key, 0) + 1
         self._health[key] = HealthCheckResult.failure(
             model_id=key[0], version=key[1], reason=reason, replica=self.replica_id
         )
@@ -383,6 +389,7 @@ class ReplicaSettings:
     heartbeat_ttl: float = 3.0
     max_body_bytes: int = 8 * 2**20
     inference_threads: int = 8  # 0: the model runs on the event loop (bench only)
+    metrics: bool = True  # GET /metrics, and what it costs each request
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReplicaSettings:
@@ -412,6 +419,7 @@ class ReplicaSettings:
                 minimum=0,
                 environ=environ,
             ),
+            metrics=env_bool("HOTSWAP_METRICS", default=defaults.metrics, environ=environ),
         )
 
     def replica(self, *, address: str = "", default_id: str = "") -> Replica:
@@ -455,6 +463,7 @@ def main(argv: list[str] | None = None) -> None:
         replica,
         max_body_bytes=settings.max_body_bytes,
         inference_threads=settings.inference_threads,
+        metrics=settings.metrics,
         on_started=gc.freeze,
     )
     if args.server == "daphne":
