@@ -4,7 +4,8 @@ Drives load with wrk (`apt-get install -y wrk`) at a fixed concurrency, every re
 V2 inference of iris (one 1x4 FP32 row), and prints requests/s and p50/p99 for:
 
   a. one replica (`python -m swaps.replica`), under uvicorn+httptools and under daphne;
-     with the model on the event loop (HOTSWAP_INFERENCE_THREADS=0) as well;
+     with the model on the event loop (HOTSWAP_INFERENCE_THREADS=0) as well, and with
+     its Prometheus metrics off (HOTSWAP_METRICS=off: what measuring costs);
      every target is measured in turns, `--rounds` times, and its median run printed;
   b. a bare ASGI app serving the same model (bench/servers/bare_iris.py) under the same server,
      in the same run: the practical limit, and the baseline of every ratio;
@@ -13,7 +14,8 @@ V2 inference of iris (one 1x4 FP32 row), and prints requests/s and p50/p99 for:
   d. how long each rollback took to reach every replica (call to every replica's ack),
      p50/p99.
 
-Targets: (a, uvicorn) at least 85 % of (b, uvicorn); zero failed requests in (c).
+Targets: (a, uvicorn) at least 85 % of (b, uvicorn), and at least 97 % of (a, uvicorn,
+metrics off); zero failed requests in (c).
 
     REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/serving.py \\
         [--seconds 5] [--rounds 3] [--concurrency 32] [--cycles 20]
@@ -219,6 +221,9 @@ async def bench(args: argparse.Namespace) -> None:
                 inline = spawn_replica(**options, env={"HOTSWAP_INFERENCE_THREADS": "0"})
                 extra.append(inline.wait_live())
                 targets["replica, uvicorn, model on the event loop"] = inline.url
+                unmeasured = spawn_replica(**options, env={"HOTSWAP_METRICS": "off"})
+                extra.append(unmeasured.wait_live())
+                targets["replica, uvicorn, metrics off"] = unmeasured.url
             else:
                 other = spawn_replica(**options, args=("--server", server)).wait_live()
                 extra.append(other)
@@ -320,6 +325,10 @@ def report(results: list[Load], reach: list[float], swap_failures: int, args) ->
     ours = next(r for r in results if r.label == "replica, uvicorn")
     target = ours.requests_per_second / baselines["uvicorn"].requests_per_second
     print(f"target: replica >= 85% of the bare app under uvicorn: {target:.0%}")
+    unmeasured = next((r for r in results if r.label == "replica, uvicorn, metrics off"), None)
+    if unmeasured is not None:
+        kept = ours.requests_per_second / unmeasured.requests_per_second
+        print(f"target: replica with metrics >= 97% of the one without: {kept:.1%}")
 
 
 def main() -> None:
