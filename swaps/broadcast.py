@@ -35,9 +35,12 @@ from swaps.registry import get_model
 
 log = logging.getLogger(__name__)
 
-# What a socket watches: a model's page (the model's name) or the dashboard (None),
-# which also shows the approvals queue and every model's state.
+# What a socket watches: a model's page (the model's name), the dashboard (None), which
+# shows every model's state and the approvals queue, or the approvals page (the queue
+# alone; no model is named so: NAME_PATTERN). A page is sent only the fragments it has
+# an element for (htmx logs an error for every other).
 DASHBOARD = None
+APPROVALS = ":approvals"
 LIVE = "swaps/live.html"
 
 Page = str | None
@@ -212,6 +215,8 @@ def _render_rest(changes: Changes) -> list[tuple[Page, str]]:
             dashboard.append(fragment("approvals", console.approvals_context()))
         if dashboard:
             messages.append((DASHBOARD, "".join(dashboard)))
+    if changes.approvals and watchers.watched(APPROVALS):
+        messages.append((APPROVALS, fragment("approvals", console.approvals_context())))
     for served in _watched_models(set(changes.swaps) | changes.requests, dashboard_too=False):
         messages.append((served.name, "".join(_model_fragments(served))))
     return messages
@@ -257,6 +262,8 @@ def snapshot(model: str | None) -> str:
     """What a page just (re)connected shows live, as it stands now: the fragments sent
     while it was not connected are not replayed, so a page never shows a stale state.
     `model` is None for the dashboard; "" for a model that does not exist."""
+    if model == APPROVALS:
+        return fragment("approvals", console.approvals_context())
     if model is None:
         context = console.dashboard_context()
         return "".join(

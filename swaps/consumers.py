@@ -18,8 +18,11 @@ from swaps import broadcast, live
 
 
 class ConsoleConsumer(AsyncWebsocketConsumer):
-    page: broadcast.Page = None
     watching = False
+
+    def __init__(self, *args, page: broadcast.Page = broadcast.DASHBOARD, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.page = page  # the dashboard, or what the route says (routing.py)
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -27,7 +30,7 @@ class ConsoleConsumer(AsyncWebsocketConsumer):
             # Closing before accepting refuses the handshake (HTTP 403 to the browser).
             await self.close(code=4401)
             return
-        self.page = self.scope["url_route"]["kwargs"].get("model") or broadcast.DASHBOARD
+        self.page = self.scope["url_route"]["kwargs"].get("model") or self.page
         await self.accept()
         broadcast.watchers.add(self.page, self.push)
         self.watching = True

@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from swaps import broadcast, notify, rollbacks, swapping
-from swaps.broadcast import DASHBOARD, Changes
+from swaps.broadcast import APPROVALS, DASHBOARD, Changes
 from swaps.models import ServedModel, Swap
 
 # Rendering reads the database on a worker thread, as the console does.
@@ -244,6 +244,32 @@ def test_a_waiting_rollback_request_updates_the_approvals_queue(alice, served_be
     assert f'id="approval-{request.pk}"' in dashboard.frames[0]
     assert 'id="rollback-iris"' in page.frames[0]
     assert events == []  # no state changed: the counts keep their beat
+
+
+def test_the_approvals_page_is_sent_the_queue_and_nothing_it_has_no_place_for(
+    alice, served_before, watch
+):
+    ServedModel.objects.filter(name="iris").update(rollback_requires_approval=True)
+    request = rollbacks.request_rollback(
+        model="iris", target_version="1", reason="wrong answers", user=alice, via="t"
+    )
+    queue = watch(APPROVALS)
+    swap = swapping.start_swap(model="iris", from_version="2", to_version="3", user=alice, via="t")
+
+    render(changed_by(notify.request_event(request), notify.swap_event(swap)))
+    async_to_sync(broadcast.pending_counts)("iris", [])
+    async_to_sync(broadcast.traffic)("iris", at=0.0, rates={"2": 1.0})
+
+    (html,) = queue.frames  # no state card, latest swaps, counts or chart point
+    assert f'id="approval-{request.pk}"' in html
+    assert "swap-state" not in html and "latest-swaps" not in html
+
+
+def test_an_approvals_snapshot_is_the_queue_alone(alice, served_before):
+    html = broadcast.snapshot(APPROVALS)
+
+    assert 'id="approvals"' in html
+    assert "swap-state" not in html and "latest-swaps" not in html
 
 
 def test_pending_counts_show_the_requests_in_flight_on_each_version(watch):

@@ -91,6 +91,16 @@ async def test_a_dashboard_socket_is_sent_the_current_state_on_connecting(alice,
     await socket.disconnect()
 
 
+async def test_an_approvals_socket_is_sent_the_queue_alone_on_connecting(alice, iris):
+    socket = communicator("/ws/approvals/", ORIGIN, await sync_to_async(session_cookie)(alice))
+    connected, _ = await socket.connect()
+
+    frame = await socket.receive_from()
+    await socket.disconnect()
+    assert connected
+    assert 'id="approvals"' in frame and "swap-state" not in frame
+
+
 async def test_what_a_socket_sends_changes_nothing(mallory, candidate_version):
     socket = await watching("/ws/models/iris/", mallory)
 

@@ -137,12 +137,21 @@ def _rolled_forward(replica) -> ServedModel:
 def signed_in(browser: Browser, console, user: User, *, width: int = 1280) -> Page:
     page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
     page.add_init_script(RECORDER)
+    record_errors(page)
     page.goto(f"{console.url}/accounts/login/")
     page.get_by_label("Username").fill(user.username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{console.url}/")
     return page
+
+
+def record_errors(page: Page) -> None:
+    """Keep what the browser logs as an error (a failed load, htmx's oobErrorNoTarget for
+    a pushed fragment the page has no place for, an exception) in `page.errors`."""
+    page.errors = []
+    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
 
 
 def open_live(page: Page, url: str) -> Page:
@@ -239,7 +248,9 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
     expect(model_page.get_by_label("Reason")).to_have_value("")
 
     # Alice may approve, but not her own request: she is told so, not offered buttons.
-    own_queue = open_live(model_page.context.new_page(), f"{console.url}/approvals/")
+    own_page = model_page.context.new_page()
+    record_errors(own_page)
+    own_queue = open_live(own_page, f"{console.url}/approvals/")
     expect(own_queue.get_by_text("Your own request")).to_be_visible()
     expect(own_queue.get_by_role("button", name="Approve rollback request")).to_be_hidden()
 
@@ -253,6 +264,13 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
     expect(serving_tag).to_have_text("1 serving", timeout=WAIT_MS)  # no reload needed
     model_page.screenshot(path=SCREENSHOTS / "model-after-rollback.png", full_page=True)
     assert answer(replica, "held")["model_version"] == "1"
+    # Through the request, its approval and the rollback, each page was pushed only what
+    # it has a place for, and loaded everything it asked for (its favicon too).
+    assert {"model": model_page.errors, "queue": queue.errors, "own": own_queue.errors} == {
+        "model": [],
+        "queue": [],
+        "own": [],
+    }
 
 
 def test_a_viewer_without_permissions_is_shown_no_controls_but_what_they_need(
