@@ -160,3 +160,21 @@ def clean_up(demo: Demo) -> None:
         keys = list(client.scan_iter(match=f"rq:*{demo.namespace}*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+def demo_command(demo: Demo, *args: str) -> subprocess.CompletedProcess:
+    """A manage.py command run beside the demo, finding it as a user's would."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"REDIS_URL", "DATABASE_URL", "HOTSWAP_NAMESPACE", "HOTSWAP_RQ_QUEUE"}
+    }
+    env.update(HOTSWAP_RUN_DIR=str(demo.output_path.parent), PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )

@@ -7,18 +7,23 @@ How the demo fails (tests/test_demo_failures.py) runs demos of its own, in paral
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from .demo_process import IRIS_ROW, Demo, clean_up, start_demo, still_running, wait_up
-from .processes import ROOT, wait_until
+from .demo_process import (
+    IRIS_ROW,
+    Demo,
+    clean_up,
+    demo_command,
+    start_demo,
+    still_running,
+    wait_up,
+)
+from .processes import wait_until
 
 pytestmark = pytest.mark.fleet
 
@@ -100,27 +105,41 @@ def test_the_banner_names_the_demos_redis(demo):
 
 
 def test_a_command_run_beside_the_demo_reaches_its_fleet_without_being_told(demo):
-    run_dir = demo.output_path.parent
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in {"REDIS_URL", "DATABASE_URL", "HOTSWAP_NAMESPACE", "HOTSWAP_RQ_QUEUE"}
-    }
-    env.update(HOTSWAP_RUN_DIR=str(run_dir), PYTHONPATH=str(ROOT))
-
     where = "from django.conf import settings as s; print(s.REDIS_URL, s.HOTSWAP_NAMESPACE)"
 
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", where],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = demo_command(demo, "shell", "-c", where)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].split() == [demo.redis_url, demo.namespace]
+
+
+# What a log of a normal session must never hold: a Python traceback or warning, or a
+# log record at WARNING or above.
+ALARMING = re.compile(r"Traceback|\w+Warning\b|\b(WARNING|ERROR|CRITICAL)\b")
+
+
+def test_a_swap_and_a_rollback_beside_the_demo_leave_no_warning_in_any_log(demo):
+    logs = sorted(demo.output_path.parent.rglob("*.log"))
+    assert len(logs) >= 4, logs  # console, worker and the replicas at least
+    before = {path: path.stat().st_size for path in logs}
+    user = ("--user", "alice")
+
+    swap = demo_command(demo, "swap", "iris", "1", "2", "--wait", "120", *user)
+    rollback = demo_command(demo, "rollback", "iris", "1", "--reason", "a test", *user)
+    assert httpx.get(f"{demo.console_url}/accounts/login/").status_code == 200
+
+    assert swap.returncode == 0, swap.stdout + swap.stderr
+    assert rollback.returncode == 0, rollback.stdout + rollback.stderr
+    said = {"swap": swap.stdout + swap.stderr, "rollback": rollback.stdout + rollback.stderr}
+    for path in logs:
+        with path.open(errors="replace") as log:
+            log.seek(before[path])
+            said[path.name] = log.read()
+    alarms = {
+        where: [line for line in text.splitlines() if ALARMING.search(line)]
+        for where, text in said.items()
+    }
+    assert {where: lines for where, lines in alarms.items() if lines} == {}
 
 
 def test_sigint_removes_what_it_told_commands(stopped_demo):

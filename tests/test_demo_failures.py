@@ -12,7 +12,7 @@ import threading
 import httpx
 import pytest
 
-from .demo_process import IRIS_ROW, clean_up, start_demo, still_running, wait_up
+from .demo_process import IRIS_ROW, clean_up, demo_command, start_demo, still_running, wait_up
 from .processes import ROOT, wait_until
 
 pytestmark = pytest.mark.fleet
@@ -117,21 +117,3 @@ def serves(replica_url: str, version: str) -> bool:
     except httpx.TransportError:
         return False
     return answer.status_code == 200 and answer.json().get("model_version") == version
-
-
-def demo_command(demo, *args: str) -> subprocess.CompletedProcess:
-    """A manage.py command run beside the demo, finding it as a user's would."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in {"REDIS_URL", "DATABASE_URL", "HOTSWAP_NAMESPACE", "HOTSWAP_RQ_QUEUE"}
-    }
-    env.update(HOTSWAP_RUN_DIR=str(demo.output_path.parent), PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )

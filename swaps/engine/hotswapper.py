@@ -41,6 +41,7 @@ from .results import (
     SwapResult,
     SwapState,
     SwapStatus,
+    counted,
     utcnow,
 )
 
@@ -628,10 +629,10 @@ def _finished(verb: str, source: str, target: str, drain: DrainResult) -> str:
     if drain.drained:
         return (
             f"{verb} from version {source} to {target}; "
-            f"{drain.requests_drained} requests drained in {drain.waited_seconds:.2f} s"
+            f"{counted(drain.requests_drained, 'request')} drained in {drain.waited_seconds:.2f} s"
         )
     return (
         f"{verb} from version {source} to {target}; the drain timed out after "
-        f"{drain.waited_seconds:.2f} s with {drain.requests_remaining} requests still "
+        f"{drain.waited_seconds:.2f} s with {counted(drain.requests_remaining, 'request')} still "
         f"running on version {source}: they finish there, and it unloads once they have"
     )

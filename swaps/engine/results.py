@@ -15,6 +15,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def counted(count: int, noun: str, plural: str = "") -> str:
+    """'1 request', '2 requests': every message that counts something says it right."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 class SwapState(enum.StrEnum):
     IDLE = "idle"
     SWAPPING = "swapping"

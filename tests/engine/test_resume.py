@@ -35,7 +35,7 @@ async def test_resume_completes_a_rollback_left_draining(stack, serving_version,
     status = await stack.swapper.resume(MODEL)
 
     assert status.state is SwapState.COMPLETED
-    assert "1 requests drained" in status.message
+    assert "1 request drained" in status.message
     assert status.pending_requests == 0
 
 

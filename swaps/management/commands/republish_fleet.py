@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from swaps import audit, fleet_state
+from swaps.engine.results import counted
 from swaps.management.base import DomainCommand
 
 
@@ -34,7 +35,10 @@ class Command(DomainCommand):
             details={"routes": routes, "kept": kept},
         )
         document = {"versions": len(snapshot.specs), "routes": routes, "kept_running": kept}
-        text = f"republished {len(snapshot.specs)} versions and {len(routes)} routes"
+        text = (
+            f"republished {counted(len(snapshot.specs), 'version')} "
+            f"and {counted(len(routes), 'route')}"
+        )
         if kept:
             text += f"; kept the routes of {', '.join(kept)} (a swap is under way)"
         return document, text
