@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_CHROMIUM = "install chromium: apt-get install chromium (/usr/bin/chromium is missing)"
@@ -17,3 +22,25 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    """A headless Chromium (Playwright's sync API); the test fails saying what to install."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail(INSTALL_CHROMIUM, pytrace=False)
+    # Playwright's sync API keeps an event loop running in this thread; Django would
+    # take the test's own ORM calls for calls from async code.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            # launch() gives each run a fresh, temporary user-data-dir.
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            yield browser
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)

@@ -7,6 +7,7 @@ How the demo fails (tests/test_demo_failures.py) runs demos of its own, in paral
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from .chromium import chromium
 from .demo_process import (
     IRIS_ROW,
     Demo,
@@ -118,19 +120,44 @@ def test_a_command_run_beside_the_demo_reaches_its_fleet_without_being_told(demo
 ALARMING = re.compile(r"Traceback|\w+Warning\b|\b(WARNING|ERROR|CRITICAL)\b")
 
 
-def test_a_swap_and_a_rollback_beside_the_demo_leave_no_warning_in_any_log(demo):
+def test_a_session_watching_a_swap_and_a_rollback_leaves_no_warning_in_any_log(demo):
     logs = sorted(demo.output_path.parent.rglob("*.log"))
     assert len(logs) >= 4, logs  # console, worker and the replicas at least
     before = {path: path.stat().st_size for path in logs}
-    user = ("--user", "alice")
+    username, password = re.search(r"login +(\w+) / (\S+)", demo.output()).groups()
+    user = ("--user", username)
 
-    swap = demo_command(demo, "swap", "iris", "1", "2", "--wait", "120", *user)
-    rollback = demo_command(demo, "rollback", "iris", "1", "--reason", "a test", *user)
-    assert httpx.get(f"{demo.console_url}/accounts/login/").status_code == 200
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{demo.console_url}/accounts/login/")
+        page.get_by_label("Username").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(f"{demo.console_url}/")
+        served = page.locator("#swap-state-iris [data-served]")
 
-    assert swap.returncode == 0, swap.stdout + swap.stderr
-    assert rollback.returncode == 0, rollback.stdout + rollback.stderr
-    said = {"swap": swap.stdout + swap.stderr, "rollback": rollback.stdout + rollback.stderr}
+        swap = demo_command(demo, "swap", "iris", "1", "2", "--wait", "120", *user)
+        served.and_(page.locator('[data-served="2"]')).wait_for(timeout=60_000)
+        # The demo's iris needs a second person to approve a rollback: bob does.
+        rollback = demo_command(
+            demo, "rollback", "iris", "1", "--reason", "a test", "--json", *user
+        )
+        request_id = str(json.loads(rollback.stdout)["id"])
+        approval = demo_command(demo, "approve_rollback", request_id, "--user", "bob")
+        served.and_(page.locator('[data-served="1"]')).wait_for(timeout=60_000)
+        page.close()  # the websocket goes with it
+    console_log = next(path for path in logs if path.name == "console.log")
+    wait_until(
+        lambda: "WSDISCONNECT" in console_log.read_text(errors="replace")[before[console_log] :],
+        timeout=30,
+        what="the console to see the page's websocket close",
+    )
+
+    said = {
+        command: result.stdout + result.stderr
+        for command, result in (("swap", swap), ("rollback", rollback), ("approval", approval))
+    }
+    assert (swap.returncode, rollback.returncode, approval.returncode) == (0, 0, 0), said
     for path in logs:
         with path.open(errors="replace") as log:
             log.seek(before[path])

@@ -12,7 +12,6 @@ starts the record afresh).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -20,13 +19,13 @@ from typing import TypeVar
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from swaps import fleet_state
 from swaps.models import ServedModel
 from tests.fleet_models import gated_spec
 
-from ..chromium import CHROMIUM, CHROMIUM_ARGS, INSTALL_CHROMIUM
+from ..chromium import chromium
 from ..control_plane import APPROVER, OPERATOR, add_version, make_user
 from ..live import Held
 from ..live_fleet import answer, serve
@@ -58,22 +57,9 @@ new MutationObserver(() => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(INSTALL_CHROMIUM, pytrace=False)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    # Playwright's sync API keeps an event loop running in this thread; Django would
-    # take the test's own ORM calls for calls from async code.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as playwright:
-            # launch() gives each run a fresh, temporary user-data-dir.
-            chromium = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-            )
-            yield chromium
-            chromium.close()
-    finally:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    with chromium() as started:
+        yield started
 
 
 @pytest.fixture
