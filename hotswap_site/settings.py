@@ -96,6 +96,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "swaps.control_metrics.MetricsEndpoint",  # before the host check: swaps/control_metrics.py
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -206,7 +207,10 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # in front): WhiteNoise, right after SecurityMiddleware. With DEBUG on (and in tests) it
 # reads them straight from static/ through the finders, so no collectstatic is needed;
 # in production daphne serves the hashed, compressed files collected at build time.
-MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+)
 WHITENOISE_USE_FINDERS = DEBUG or TESTING
 WHITENOISE_AUTOREFRESH = DEBUG or TESTING
 if DEBUG or TESTING:

@@ -10,7 +10,7 @@ token as a bearer token.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from django.conf import settings
@@ -31,6 +31,23 @@ from swaps.serving_metrics import CONTENT_TYPE
 # timeout (30 s by default), one that waits on slow loads minutes.
 OPERATION_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TOKEN_REQUIRED = "this endpoint needs the metrics bearer token (HOTSWAP_METRICS_TOKEN)"
+
+
+class MetricsEndpoint:
+    """Middleware, first of all: `GET /metrics` is answered before the others run.
+
+    Prometheus scrapes a pod by its IP, over plain HTTP inside the cluster: Django's host
+    check (ALLOWED_HOSTS) would refuse it with 400 and SECURE_SSL_REDIRECT send it to
+    https. Both protect browsers; the metrics build no URL and set no cookie.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info == "/metrics":
+            return metrics(request)
+        return self.get_response(request)
 
 
 @require_GET

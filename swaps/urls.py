@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, include, path
 
-from swaps import control_metrics, views
+from swaps import views
 
 app_name = "swaps"
 
@@ -17,5 +17,4 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("rollbacks/<int:request_id>/approve", views.approve_rollback, name="approve"),
     path("rollbacks/<int:request_id>/reject", views.reject_rollback, name="reject"),
     path("api/", include("swaps.api_urls")),
-    path("metrics", control_metrics.metrics, name="metrics"),
 ]

@@ -117,5 +117,15 @@ def test_with_a_token_set_scraping_needs_it(db, settings):
     assert scrape(Authorization="Bearer scrape-secret")
 
 
+def test_prometheus_scraping_a_pod_by_its_ip_over_http_is_answered(db, settings):
+    settings.ALLOWED_HOSTS = ["hotswap.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+
+    answer = Client().get("/metrics", headers={"host": "10.1.2.3:8000"})
+
+    assert answer.status_code == 200
+    assert Client().get("/", headers={"host": "10.1.2.3:8000"}).status_code == 400
+
+
 def test_metrics_take_get_only(db):
     assert Client().post("/metrics").status_code == 405
