@@ -207,16 +207,19 @@ def _state_at(
 
 def _render_rest(changes: Changes) -> list[tuple[Page, str]]:
     messages: list[tuple[Page, str]] = []
+    approvals = ""  # the queue: the dashboard's and the approvals page's, rendered once
+    if changes.approvals and (watchers.watched(DASHBOARD) or watchers.watched(APPROVALS)):
+        approvals = fragment("approvals", console.approvals_context())
     if watchers.watched(DASHBOARD):
         dashboard = []
         if changes.swaps:
             dashboard.append(fragment("latest-swaps", console.latest_swaps_context()))
-        if changes.approvals:
-            dashboard.append(fragment("approvals", console.approvals_context()))
+        if approvals:
+            dashboard.append(approvals)
         if dashboard:
             messages.append((DASHBOARD, "".join(dashboard)))
-    if changes.approvals and watchers.watched(APPROVALS):
-        messages.append((APPROVALS, fragment("approvals", console.approvals_context())))
+    if approvals and watchers.watched(APPROVALS):
+        messages.append((APPROVALS, approvals))
     for served in _watched_models(set(changes.swaps) | changes.requests, dashboard_too=False):
         messages.append((served.name, "".join(_model_fragments(served))))
     return messages

@@ -92,9 +92,19 @@ def versions_context(served: ServedModel) -> dict[str, Any]:
 
 
 def approvals_context() -> dict[str, Any]:
-    """`approvals`: every rollback request waiting for a decision, oldest first."""
-    waiting = requests_of(RollbackRequest.objects.filter(state=RollbackRequest.State.PENDING))
-    return {"waiting": list(waiting.order_by("created_at", "id"))}
+    """`approvals`: every rollback request waiting for a decision, oldest first, with
+    its target's last health check on each live replica (what an approver weighs)."""
+    pending = requests_of(RollbackRequest.objects.filter(state=RollbackRequest.State.PENDING))
+    waiting = list(pending.order_by("created_at", "id"))
+    targets = {(r.served_model.name, r.target_version.version) for r in waiting}
+    health = fleet_reports.health_of(targets)
+    return {
+        "waiting": [
+            (r, (health or {}).get((r.served_model.name, r.target_version.version), []))
+            for r in waiting
+        ],
+        "fleet_unreachable": health is None,
+    }
 
 
 def latest_swaps_context() -> dict[str, Any]:

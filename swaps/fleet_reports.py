@@ -49,7 +49,10 @@ def live_reports(*, wanted_for: str) -> list[ReplicaReport] | None:
         return None
 
 
-def health_by_version(model: str) -> dict[str, list[tuple[HealthCheckResult, bool]]] | None:
+Checks = list[tuple[HealthCheckResult, bool]]
+
+
+def health_by_version(model: str) -> dict[str, Checks] | None:
     """The last health check of each version of `model` on each live replica, passed or
     failed (a failure to load included), and whether the replica has it loaded now.
 
@@ -58,9 +61,25 @@ def health_by_version(model: str) -> dict[str, list[tuple[HealthCheckResult, boo
     reports = live_reports(wanted_for="the console's health checks")
     if reports is None:
         return None
-    health: dict[str, list[tuple[HealthCheckResult, bool]]] = {}
+    health: dict[str, Checks] = {}
     for report in reports:
         for version, result in report.health.get(model, {}).items():
-            loaded = report.has_loaded(model, version)
-            health.setdefault(version, []).append((result, loaded))
+            health.setdefault(version, []).append((result, report.has_loaded(model, version)))
+    return health
+
+
+def health_of(versions: set[tuple[str, str]]) -> dict[tuple[str, str], Checks] | None:
+    """`health_by_version` for these (model, version) pairs, in one read of the fleet."""
+    if not versions:
+        return {}
+    reports = live_reports(wanted_for="the console's health checks")
+    if reports is None:
+        return None
+    health: dict[tuple[str, str], Checks] = {}
+    for report in reports:
+        for model, version in sorted(versions):
+            result = report.health.get(model, {}).get(version)
+            if result is not None:
+                loaded = report.has_loaded(model, version)
+                health.setdefault((model, version), []).append((result, loaded))
     return health

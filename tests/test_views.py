@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
 from swaps import rollbacks
+from swaps.engine.fleet_keys import FleetKeys
+from swaps.engine.reports import ReplicaReport
+from swaps.engine.results import HealthCheckResult, utcnow
 from swaps.models import RollbackRequest, ServedModel, Swap
 
 from .control_plane import client_for
@@ -78,6 +82,37 @@ def test_the_approvals_queue_shows_waiting_requests_to_an_approver(bob, waiting_
     page = client_for(bob).get("/approvals/").content.decode()
 
     assert f'id="approval-{waiting_request.pk}"' in page
+
+
+def test_the_approvals_queue_shows_the_targets_health_who_asked_and_how_long_ago(
+    bob, waiting_request, control_plane, redis_url
+):
+    keys, now = FleetKeys(control_plane), utcnow()
+    check = HealthCheckResult.failure(
+        model_id="iris", version="1", reason="output 'label' has shape (2,)", replica="replica-a"
+    )
+    report = ReplicaReport(
+        "replica-a", "", 1, now, now, incarnation="", health={"iris": {"1": check}}
+    )
+    with redis.Redis.from_url(redis_url) as client:
+        client.set(keys.report("replica-a"), report.to_json(), px=60_000)
+        client.sadd(keys.replicas, "replica-a")
+
+    page = client_for(bob).get("/approvals/").content.decode()
+    entry = page.split(f'id="approval-{waiting_request.pk}"', 1)[1].split("</li>", 1)[0]
+
+    assert "requested by alice" in entry and "0\xa0minutes ago" in entry
+    assert "Unhealthy</strong> on replica-a (not loaded there now)" in entry
+    assert "output &#x27;label&#x27; has shape (2,)" in entry
+
+
+def test_the_approvals_queue_says_when_the_fleet_cannot_be_read(bob, waiting_request, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+
+    page = client_for(bob).get("/approvals/").content.decode()
+
+    assert f'id="approval-{waiting_request.pk}"' in page
+    assert "the targets' health checks are unknown" in page
 
 
 # -- swaps ------------------------------------------------------------------------------------
