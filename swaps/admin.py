@@ -110,8 +110,15 @@ class VersionForm(forms.ModelForm):
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     form = VersionForm
-    list_display = ["served_model", "version", "runtime", "registered_by", "registered_at"]
-    list_filter = ["served_model", "runtime", "registered_at"]
+    list_display = [
+        "served_model",
+        "version",
+        "runtime",
+        "registered_by",
+        "registered_at",
+        "retired_at",
+    ]
+    list_filter = ["served_model", "runtime", "registered_at", "retired_at"]
     search_fields = ["version", "served_model__name", "artifact"]
     list_select_related = ["served_model", "registered_by"]
     date_hierarchy = "registered_at"

@@ -125,6 +125,20 @@ def register_version(request, user, body, *, via, model):
     return 201, documents.version_document(version)
 
 
+@endpoint("POST", action=audit.RETIRE_VERSION)
+def retire_version(request, user, body, *, via, model, version):
+    retired = registry.retire_version(model=model, version=version, user=user, via=via)
+    return 200, documents.version_document(retired)
+
+
+@endpoint("POST", action=audit.RESTORE_VERSION)
+def restore_version(request, user, body, *, via, model, version):
+    restored = registry.retire_version(
+        model=model, version=version, user=user, via=via, restore=True
+    )
+    return 200, documents.version_document(restored)
+
+
 @endpoint("POST", action=audit.START_SWAP, fields=("from_version", "to_version", "force"))
 def start_swap(request, user, body, *, via, model):
     swap = swapping.start_swap(

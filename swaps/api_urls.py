@@ -10,6 +10,16 @@ urlpatterns = [
     path("models", api.models, name="api-models"),
     path("models/<str:model>", api.model_detail, name="api-model"),
     path("models/<str:model>/versions", api.register_version, name="api-versions"),
+    path(
+        "models/<str:model>/versions/<str:version>/retire",
+        api.retire_version,
+        name="api-retire",
+    ),
+    path(
+        "models/<str:model>/versions/<str:version>/restore",
+        api.restore_version,
+        name="api-restore",
+    ),
     path("models/<str:model>/swaps", api.start_swap, name="api-swaps"),
     path("models/<str:model>/status", api.model_status, name="api-status"),
     path("models/<str:model>/rollbacks", api.request_rollback, name="api-rollbacks"),

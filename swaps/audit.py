@@ -21,6 +21,8 @@ Actor = AbstractBaseUser | AnonymousUser | str | None
 
 # The actions, as they appear in the log.
 REGISTER_VERSION = "register_version"
+RETIRE_VERSION = "retire_version"
+RESTORE_VERSION = "restore_version"
 START_SWAP = "start_swap"
 REQUEST_ROLLBACK = "request_rollback"
 APPROVE_ROLLBACK = "approve_rollback"

@@ -31,6 +31,7 @@ def version_document(version: ModelVersion) -> dict[str, Any]:
         "registered_by": _name(version.registered_by),
         "registered_at": _time(version.registered_at),
         "first_served_at": _time(version.first_served_at),
+        "retired_at": _time(version.retired_at),
     }
 
 

@@ -67,6 +67,9 @@ class ModelVersion(models.Model):
     registered_at = models.DateTimeField(auto_now_add=True)
     # When the fleet first routed to it: a rollback may only target a version that served.
     first_served_at = models.DateTimeField(null=True, blank=True)
+    # A retired version is no swap's or rollback's target and in no form; it stays in the
+    # records and their history. Set and cleared by registry.retire_version.
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["served_model__name", "registered_at", "id"]

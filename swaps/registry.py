@@ -1,8 +1,9 @@
 """Registering model versions (and the served models they belong to).
 
 A version record is immutable once registered: replicas may have loaded it, and
-swap records point at it. Registering a version of a model that does not exist yet
-creates the model, which serves nothing until its first deploy.
+swap records point at it; one no longer wanted is retired, never deleted. Registering
+a version of a model that does not exist yet creates the model, which serves nothing
+until its first deploy.
 """
 
 from __future__ import annotations
@@ -15,17 +16,29 @@ from pathlib import Path
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from swaps import audit, fleet_state, permissions
 from swaps.engine.errors import SwapError
 from swaps.engine.spec import RUNTIMES, TensorSpec, VersionSpec
 from swaps.engine.tensors import V2_TO_NUMPY
-from swaps.models import NAME_HELP, NAME_PATTERN, ModelVersion, ServedModel
+from swaps.models import NAME_HELP, NAME_PATTERN, ModelVersion, ServedModel, Swap
 from swaps.refusals import Conflict, NotFound, invalid_fields
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_MODEL = "model {model!r} does not exist"
+UNKNOWN_VERSION = "model {model!r} has no version {version!r}"
+ALREADY_RETIRED = "version {version!r} of model {model!r} is retired already"
+NOT_RETIRED = "version {version!r} of model {model!r} is not retired"
+RETIRING_ACTIVE = (
+    "version {version!r} serves model {model!r}: swap to another version before retiring it"
+)
+RETIRING_IN_USE = (
+    "an operation of model {model!r} under way starts from or goes to version {version!r}: "
+    "retire it once that operation has ended"
+)
 ALREADY_REGISTERED = "version {version!r} of model {model!r} is already registered"
 NOT_PUBLISHED = (
     "version %s of model %s is registered but not yet published to the fleet (%s); "
@@ -124,6 +137,52 @@ def register_spec(*, spec: VersionSpec, user: permissions.User, via: str) -> Mod
         user=user,
         via=via,
     )
+
+
+def retire_version(
+    *, model: str, version: Any, user: permissions.User, via: str, restore: bool = False
+) -> ModelVersion:
+    """Retire a version (no target of a swap or rollback from now on, and in no form),
+    or `restore` one retired; its records and history stay either way.
+
+    The version serving the model, or one an operation under way starts from or goes
+    to, is refused: retire it once the model serves another.
+    """
+    action = audit.RESTORE_VERSION if restore else audit.RETIRE_VERSION
+    with audit.attempt(
+        actor=user,
+        via=via,
+        action=action,
+        model=model,
+        to_version=version if isinstance(version, str) else "",
+    ) as record:
+        verb = "restore" if restore else "retire"
+        permissions.require(user, permissions.REGISTER_VERSION, action=f"{verb} a version")
+        served = get_model(model)
+        with transaction.atomic():
+            found = served.versions.select_for_update().filter(version=version).first()
+            if not isinstance(version, str) or found is None:
+                raise NotFound(UNKNOWN_VERSION.format(model=model, version=version))
+            if restore and found.retired_at is None:
+                raise Conflict(NOT_RETIRED.format(model=model, version=version))
+            if not restore:
+                _check_retirable(served, found)
+            found.retired_at = None if restore else timezone.now()
+            found.save(update_fields=["retired_at"])
+            record.accepted()
+    return found
+
+
+def _check_retirable(served: ServedModel, version: ModelVersion) -> None:
+    if version.retired_at is not None:
+        raise Conflict(ALREADY_RETIRED.format(model=served.name, version=version.version))
+    if served.active_version_id == version.pk:
+        raise Conflict(RETIRING_ACTIVE.format(model=served.name, version=version.version))
+    running = served.swaps.filter(state__in=Swap.RUNNING).filter(
+        Q(from_version=version) | Q(to_version=version)
+    )
+    if running.exists():
+        raise Conflict(RETIRING_IN_USE.format(model=served.name, version=version.version))
 
 
 def set_rollback_approval(

@@ -33,9 +33,9 @@ from swaps.refusals import (
     OperationUnavailable,
     invalid_fields,
 )
-from swaps.registry import get_model
+from swaps.registry import UNKNOWN_VERSION, get_model
 from swaps.swapping import (
-    UNKNOWN_VERSION,
+    RETIRED,
     claim,
     create_operation,
     load_swap,
@@ -264,6 +264,8 @@ def _check_target(served: ServedModel, version: Any, *, reason: Any) -> ModelVer
         problems["target_version"] = ALREADY_ACTIVE.format(model=served.name, version=version)
     elif target.first_served_at is None:
         problems["target_version"] = NOT_SERVED_BEFORE.format(version=version, model=served.name)
+    elif target.retired_at is not None:
+        problems["target_version"] = RETIRED.format(model=served.name, version=version)
     if problems:
         raise invalid_fields(problems)
     return target

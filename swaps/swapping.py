@@ -31,11 +31,11 @@ from swaps.engine.ports import InflightTracker
 from swaps.engine.results import SwapState, SwapStatus
 from swaps.models import ModelVersion, ServedModel, Swap, SwapTransition
 from swaps.refusals import Conflict, invalid_fields
-from swaps.registry import get_model
+from swaps.registry import UNKNOWN_VERSION, get_model
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_VERSION = "model {model!r} has no version {version!r}"
+RETIRED = "version {version!r} of model {model!r} is retired: restore it to swap to it"
 VERSION_TYPE = "must be a version name, a string{optional}"
 SAME_VERSION = "is the same as from_version"
 NOT_ACTIVE = "model {model!r} serves version {active!r}, not {version!r}"
@@ -181,8 +181,11 @@ def _check_swap(
         raise invalid_fields(problems)
     if from_version is not None and from_version == to_version:
         problems["to_version"] = SAME_VERSION
-    if not served.versions.filter(version=to_version).exists():
+    target = served.versions.filter(version=to_version).first()
+    if target is None:
         problems["to_version"] = UNKNOWN_VERSION.format(model=served.name, version=to_version)
+    elif target.retired_at is not None:
+        problems["to_version"] = RETIRED.format(model=served.name, version=to_version)
     if from_version is None:
         if active is not None:
             problems["from_version"] = MUST_NAME_SOURCE.format(
@@ -199,7 +202,7 @@ def _check_swap(
     if problems:
         raise invalid_fields(problems)
     source = active if from_version is not None else None
-    return source, served.versions.get(version=to_version)
+    return source, target
 
 
 # -- running it -------------------------------------------------------------------------------
