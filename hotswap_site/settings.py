@@ -24,6 +24,7 @@ from hotswap_site.env import (
     env_seconds,
     env_str,
 )
+from swaps.logs import LOG_FORMATS, LOG_LEVELS, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -240,26 +241,9 @@ if env_bool("SECURE_PROXY_SSL_HEADER", default=False):
 
 # --- Logging ----------------------------------------------------------------------------
 
-LOG_LEVEL = env_choice(
-    "LOG_LEVEL", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], default="INFO"
-)
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)-7s %(process)d %(name)s: %(message)s"},
-    },
-    "handlers": {
-        "stderr": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stderr",
-            "formatter": "plain",
-        },
-    },
-    "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
-    "loggers": {
-        # Replaces Django's default "django" logger, whose console and mail_admins
-        # handlers would print each record twice (and try to send mail).
-        "django": {"handlers": ["stderr"], "level": LOG_LEVEL, "propagate": False},
-    },
-}
+# Every process kind logs the same way (swaps/logs.py): to stderr, as plain text or as
+# one JSON object per line. Replicas, which run without these settings, read the same
+# two variables.
+LOG_LEVEL = env_choice("LOG_LEVEL", choices=LOG_LEVELS, default="INFO")
+LOG_FORMAT = env_choice("LOG_FORMAT", choices=LOG_FORMATS, default="text")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)

@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 
 from hotswap_site.env import env_bool, env_int, env_key_prefix, env_seconds, env_str
 
+from . import logs
 from .engine import runtimes
 from .engine.compatibility import Signature
 from .engine.errors import SwapError
@@ -51,7 +52,8 @@ from .engine.serving import Dispatcher
 from .engine.spec import VersionSpec
 from .engine.versions import LocalVersions
 
-log = logging.getLogger(__name__)
+# Named, not __name__: run as `python -m swaps.replica`, that would be "__main__".
+log = logging.getLogger("swaps.replica")
 
 Key = tuple[str, str]
 # Reconnection backoff while Redis is away: quick at first, then every 2 s at most.
@@ -449,22 +451,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = ReplicaSettings.from_env()
     replica = settings.replica(
         address=f"http://{args.host}:{args.port}",
         default_id=f"{socket.gethostname()}:{args.port}",
     )
-    # gc.freeze(): the start-up heap (modules, models) is never collected, which takes
-    # the full collections out of the tail latency.
+    # LOG_FORMAT and LOG_LEVEL, as the Django processes read them; every record names
+    # this replica.
+    logs.configure(replica=replica.replica_id)
+
+    def started() -> None:
+        # gc.freeze(): the start-up heap (modules, models) is never collected, which
+        # takes the full collections out of the tail latency.
+        gc.freeze()
+        log.info(
+            "replica %s started: V2 inference on %s (%s)",
+            replica.replica_id,
+            replica.address,
+            args.server,
+        )
+
     app = Gateway(
         replica,
         max_body_bytes=settings.max_body_bytes,
         inference_threads=settings.inference_threads,
         metrics=settings.metrics,
-        on_started=gc.freeze,
+        on_started=started,
     )
     if args.server == "daphne":
         from daphne.server import Server  # no lifespan: the gateway starts on first request
@@ -482,6 +494,10 @@ def main(argv: list[str] | None = None) -> None:
         lifespan="on",
         access_log=False,
         log_level="warning",
+        # uvicorn's own records (a failed request, a failed start-up) go through the
+        # handler logs.configure set, in its format; its default config would print them
+        # as text on a handler of its own.
+        log_config=None,
         timeout_graceful_shutdown=30,
     )
     uvicorn.Server(config).run()

@@ -56,6 +56,7 @@ NOT_QUEUED = "its job could not be queued ({error}); nothing was changed: try ag
 LOST_BEFORE_START = "its runner stopped before it started; nothing was changed"
 FLIPPED_BEFORE_LOSS = "{reason}; the route had flipped: version {version} serves model {model!r}"
 NOT_FLIPPED = "{reason}; the route never flipped: version {version} still serves model {model!r}"
+TRANSITION_LOG = "{kind} {id} of {model} {versions}: {state}"
 
 
 # -- accepting a swap -----------------------------------------------------------------------
@@ -136,12 +137,13 @@ def create_operation(
             )
     except IntegrityError:
         raise Conflict(running_message(served)) from None
-    SwapTransition.objects.create(
+    transition = SwapTransition.objects.create(
         swap=swap,
         state=Swap.State.PENDING,
         message=QUEUED.format(user=audit.actor_name(requester)),
         at=timezone.now(),
     )
+    log_transition(swap, transition)
     return swap
 
 
@@ -313,13 +315,14 @@ def reconcile(*, swap_id: int, status: SwapStatus, route: str | None, reason: st
 
 def note(*, swap: Swap, message: str) -> None:
     """Record an event on a running operation (a recovery taking over) as a transition."""
-    SwapTransition.objects.create(
+    transition = SwapTransition.objects.create(
         swap=swap,
         state=swap.state,
         pending_requests=swap.requests_remaining,
         message=message,
         at=timezone.now(),
     )
+    log_transition(swap, transition)
     notify.swap_changed(swap)
 
 
@@ -343,10 +346,12 @@ def claim(*, swap_id: int, message: str, rq_job_id: str | None = None) -> bool:
     with transaction.atomic():
         claimed = Swap.objects.filter(pk=swap_id, state=Swap.State.PENDING).update(**changes)
         if claimed:
-            SwapTransition.objects.create(
+            transition = SwapTransition.objects.create(
                 swap_id=swap_id, state=Swap.State.SWAPPING, message=message, at=now
             )
-            notify.swap_changed(load_swap(swap_id))
+            swap = load_swap(swap_id)
+            log_transition(swap, transition)
+            notify.swap_changed(swap)
     return bool(claimed)
 
 
@@ -448,13 +453,14 @@ def record_transition(
         if not Swap.objects.filter(pk=swap_id, state__in=Swap.RUNNING).update(**changes):
             return None  # a late report: recovery or the job settled it already
         swap = load_swap(swap_id)
-        SwapTransition.objects.create(
+        transition = SwapTransition.objects.create(
             swap=swap,
             state=state,
             pending_requests=status.pending_requests,
             message=status.message,
             at=now,
         )
+        log_transition(swap, transition)
         # Swapping is before the flip: the route is still the one the database has.
         if status.current_version and state != Swap.State.SWAPPING:
             mark_active(
@@ -483,13 +489,14 @@ def settle(
     with transaction.atomic():
         if Swap.objects.filter(pk=swap_id, state__in=Swap.RUNNING).update(**changes):
             swap = load_swap(swap_id)
-            SwapTransition.objects.create(
+            transition = SwapTransition.objects.create(
                 swap=swap,
                 state=state,
                 pending_requests=swap.requests_remaining,
                 message=message,
                 at=now,
             )
+            log_transition(swap, transition)
             _audit_finish(swap)
             notify.swap_changed(swap)
         elif requests_drained is not None:
@@ -515,6 +522,27 @@ def mark_active(
         first_served_at=timezone.now()
     )
     served.active_version = routed
+
+
+def log_transition(swap: Swap, transition: SwapTransition) -> None:
+    """Log a transition row, once, when its transaction commits (a row rolled back is
+    never told): INFO, with the operation's id, model and target version as fields, so
+    a search for the id tells the operation's story, e.g. `swap 42 of iris 1 -> 2:
+    draining (3 requests in flight): route flipped to version 2; draining version 1`.
+    """
+    model, target = swap.served_model.name, swap.to_version.version
+    versions = f"{swap.from_version.version} -> {target}" if swap.from_version else f"to {target}"
+    pending = transition.pending_requests
+    in_flight = ""
+    if pending or transition.state == Swap.State.DRAINING:
+        in_flight = f" ({pending} request{'' if pending == 1 else 's'} in flight)"
+    text = TRANSITION_LOG.format(
+        kind=str(swap.kind), id=swap.pk, model=model, versions=versions, state=str(transition.state)
+    )
+    text += in_flight + (f": {transition.message}" if transition.message else "")
+    fields = {"operation_id": swap.pk, "model": model, "version": target}
+    # robust: a logging failure never stops the callbacks queued after it (the job's enqueue).
+    transaction.on_commit(lambda: log.info("%s", text, extra=fields), robust=True)
 
 
 def _audit_finish(swap: Swap) -> None:
