@@ -15,6 +15,7 @@ import django_rq
 from django.conf import settings
 from django_rq.connection_utils import get_connection
 from redis import Redis
+from rq import worker_registration
 from rq.job import Job
 
 from swaps import swapping
@@ -67,6 +68,15 @@ def _connection() -> Redis:
 
 
 _clients: dict[str, Redis] = {}
+
+
+def workers_listening() -> int:
+    """Workers alive on the queue. A worker registers under the queue and keeps a key of
+    its own alive with its heartbeat; one killed outright stays registered until RQ
+    cleans up, so only those whose key still exists count."""
+    on = queue()
+    keys = sorted(worker_registration.get_keys(queue=on))
+    return int(on.connection.exists(*keys)) if keys else 0
 
 
 def enqueue_swap(swap: Swap) -> Job | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -36,6 +37,10 @@ from swaps.registry import UNKNOWN_VERSION, get_model
 log = logging.getLogger(__name__)
 
 RETIRED = "version {version!r} of model {model!r} is retired: restore it to swap to it"
+NO_WORKER = (
+    "queued, but no worker listens on queue {queue!r}: the swap starts when one does "
+    "(manage.py rqworker {queue})"
+)
 VERSION_TYPE = "must be a version name, a string{optional}"
 SAME_VERSION = "is the same as from_version"
 NOT_ACTIVE = "model {model!r} serves version {active!r}, not {version!r}"
@@ -105,11 +110,18 @@ def start_swap(
 
                 jobs.enqueue_swap(swap)
                 record.accepted(swap=swap.pk, kind=kind)
+            waiting = not jobs.workers_listening()
         except REDIS_DOWN as exc:
             # The record committed; its job, queued on commit, could not be.
             return settle(
                 swap_id=swap.pk, state=Swap.State.FAILED, message=NOT_QUEUED.format(error=exc)
             )
+    if waiting:  # say so on the record, rather than let it look like a slow start
+        swap.message = NO_WORKER.format(queue=settings.HOTSWAP_RQ_QUEUE)
+        still = Swap.objects.filter(pk=swap.pk, state=Swap.State.PENDING)
+        if still.update(message=swap.message):  # else a worker started and took it since
+            note(swap=swap, message=swap.message)
+            return swap
     notify.swap_changed(swap)
     return swap
 

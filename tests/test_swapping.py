@@ -49,6 +49,19 @@ def test_start_swap_is_audited_as_accepted(alice, candidate_version):
     assert (entry.actor, entry.outcome, entry.details["swap"]) == ("alice", "accepted", swap.pk)
 
 
+def test_a_swap_no_worker_would_run_says_so_on_its_record(alice, candidate_version, control_plane):
+    swap = start(alice)
+
+    swap.refresh_from_db()
+    queue = f"{control_plane}-swaps"
+    assert swap.state == "pending"
+    assert swap.message == (
+        f"queued, but no worker listens on queue {queue!r}: the swap starts when one does "
+        f"(manage.py rqworker {queue})"
+    )
+    assert [t.message for t in swap.transitions.all()][-1] == swap.message
+
+
 def test_the_swap_job_completes_the_swap(alice, candidate_version):
     swap = start(alice)
 

@@ -21,6 +21,8 @@ import psutil
 from django.conf import settings
 from django.db import connection
 
+from swaps import jobs
+
 from .processes import ROOT, Process, free_port, wait_until
 
 
@@ -99,7 +101,16 @@ def start_worker(log_dir: Path, *, name: str = "worker", **env: str) -> WorkerPr
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return WorkerProcess(popen=popen, log_path=log_path)
+    worker = WorkerProcess(popen=popen, log_path=log_path)
+
+    def listening() -> bool:
+        if not worker.alive():
+            raise RuntimeError(f"the worker exited:\n{worker.log()}")
+        return jobs.workers_listening() > 0
+
+    # Until it listens, a swap started says so on its record (swapping.NO_WORKER).
+    wait_until(listening, timeout=60, what="the worker to listen on its queue")
+    return worker
 
 
 @dataclass
