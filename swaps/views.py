@@ -76,10 +76,14 @@ def start_swap(request: HttpRequest, model: str) -> HttpResponse:
             to_version=request.POST.get("to_version", ""),
             user=request.user,
             via=VIA,
+            # An empty field is no force; a reason forces a swap the job would refuse.
+            force=request.POST.get("force", "").strip() or None,
         )
     except (Refused, SwapError) as refusal:
         return _model_page(request, model, "swap-form", refused=refusal)
     notice = f"Swap {swap.pk} accepted: {swap.to_version.version} is being loaded and checked."
+    if swap.forced_reason:
+        notice += f" Forced, even if it breaks clients: {swap.forced_reason}"
     return _model_page(request, model, "swap-form", notice=notice)
 
 

@@ -118,6 +118,25 @@ def test_the_approvals_queue_says_when_the_fleet_cannot_be_read(bob, waiting_req
 # -- swaps ------------------------------------------------------------------------------------
 
 
+def test_the_swap_form_can_force_a_swap_saying_why(alice, candidate_version):
+    page = client_for(alice).get("/models/iris/").content.decode()
+    assert 'name="force"' in page
+
+    forced = {**SWAP, "force": "  every client sends the new names  "}
+    response = client_for(alice).post("/models/iris/swap", forced, **HTMX)
+
+    assert "Forced, even if it breaks clients: every client sends the new names" in (
+        response.content.decode()
+    )
+    assert Swap.objects.get().forced_reason == "every client sends the new names"
+
+
+def test_an_empty_force_field_forces_nothing(alice, candidate_version):
+    client_for(alice).post("/models/iris/swap", {**SWAP, "force": " "}, **HTMX)
+
+    assert Swap.objects.get().forced_reason == ""
+
+
 def test_a_swap_from_the_form_is_accepted(alice, candidate_version):
     response = client_for(alice).post("/models/iris/swap", SWAP, **HTMX)
 
