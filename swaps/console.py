@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.core.paginator import Paginator
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 from django.utils.safestring import mark_safe
@@ -19,9 +20,11 @@ from swaps.models import AuditEntry, RollbackRequest, ServedModel, Swap, SwapTra
 from swaps.registry import get_model
 
 IDLE = "Idle"
-HISTORY_LENGTH = 20
+# A page of history or audit (the model page shows the newest, live; the rest are pages
+# of their own): short enough that the model page reads on a phone.
+HISTORY_LENGTH = 10
 LATEST_SWAPS = 10
-AUDIT_LENGTH = 30
+AUDIT_LENGTH = 15
 
 
 def swaps_of(queryset: QuerySet[Swap]) -> QuerySet[Swap]:
@@ -54,16 +57,20 @@ def duration(swap: Swap) -> str:
     return f"{(swap.finished_at - swap.created_at).total_seconds():.1f} s"
 
 
-def history_context(served: ServedModel) -> dict[str, Any]:
-    """`history`: the model's latest operations, each with its transitions (a timeline)."""
+def history_context(served: ServedModel, page: Any = 1) -> dict[str, Any]:
+    """`history`: one page of the model's operations, newest first, each with its
+    transitions (a timeline). The model page shows the first, live; older ones are on
+    the model's history pages."""
     transitions = Prefetch("transitions", queryset=SwapTransition.objects.order_by("at", "id"))
-    swaps = swaps_of(served.swaps.all()).prefetch_related(transitions)[:HISTORY_LENGTH]
-    return {"model": served, "history": list(swaps)}
+    swaps = swaps_of(served.swaps.all()).prefetch_related(transitions)
+    shown = Paginator(swaps, HISTORY_LENGTH).get_page(page)
+    return {"model": served, "history": list(shown), "history_page": shown}
 
 
-def audit_context(served: ServedModel) -> dict[str, Any]:
-    entries = AuditEntry.objects.filter(model=served.name)[:AUDIT_LENGTH]
-    return {"model": served, "entries": list(entries)}
+def audit_context(served: ServedModel, page: Any = 1) -> dict[str, Any]:
+    """`audit`: one page of the model's audit entries, newest first (as `history`)."""
+    shown = Paginator(AuditEntry.objects.filter(model=served.name), AUDIT_LENGTH).get_page(page)
+    return {"model": served, "entries": list(shown), "audit_page": shown}
 
 
 def swap_form_context(served: ServedModel) -> dict[str, Any]:

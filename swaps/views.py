@@ -22,7 +22,9 @@ from django.views.decorators.http import require_POST
 
 from swaps import console, permissions, rollbacks, swapping
 from swaps.engine.errors import SwapError
+from swaps.models import ServedModel
 from swaps.refusals import Refused, from_engine
+from swaps.registry import get_model
 
 VIA = "session"
 LIVE = "swaps/live.html"
@@ -53,6 +55,28 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @login_required
 def model_detail(request: HttpRequest, model: str) -> HttpResponse:
     return _model_page(request, model)
+
+
+@login_required
+def model_history(request: HttpRequest, model: str) -> HttpResponse:
+    """Every operation of a model, a page at a time (the model page shows the newest)."""
+    served = _served_or_404(model)
+    context = console.history_context(served, request.GET.get("page", 1))
+    return render(request, "swaps/model_archive.html", {**context, "part": "history"})
+
+
+@login_required
+def model_audit(request: HttpRequest, model: str) -> HttpResponse:
+    served = _served_or_404(model)
+    context = console.audit_context(served, request.GET.get("page", 1))
+    return render(request, "swaps/model_archive.html", {**context, "part": "audit"})
+
+
+def _served_or_404(model: str) -> ServedModel:
+    try:
+        return get_model(model)
+    except Refused as missing:  # an unknown model: the site's 404 page, saying which
+        raise Http404(missing.message) from None
 
 
 @login_required

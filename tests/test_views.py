@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import redis
+from django.utils.timezone import now
 
 from swaps import rollbacks
+from swaps.console import HISTORY_LENGTH
 from swaps.engine.fleet_keys import FleetKeys
 from swaps.engine.reports import ReplicaReport
 from swaps.engine.results import HealthCheckResult, utcnow
@@ -113,6 +115,31 @@ def test_the_approvals_queue_says_when_the_fleet_cannot_be_read(bob, waiting_req
 
     assert f'id="approval-{waiting_request.pk}"' in page
     assert "the targets' health checks are unknown" in page
+
+
+def test_older_history_is_a_page_away_and_the_model_page_shows_the_newest(alice, iris):
+    for n in range(HISTORY_LENGTH + 3):
+        failed = Swap.objects.create(
+            served_model=iris,
+            kind=Swap.Kind.SWAP,
+            from_version=iris.versions.get(version="1"),
+            to_version=iris.versions.get(version="2"),
+            state=Swap.State.FAILED,
+        )
+        failed.transitions.create(state=Swap.State.FAILED, message=f"attempt {n}.", at=now())
+
+    live = client_for(alice).get("/models/iris/").content.decode()
+    older = client_for(alice).get("/models/iris/history/?page=2").content.decode()
+
+    assert "attempt 12." in live and "attempt 0." not in live
+    assert 'href="/models/iris/history/?page=2" rel="next">Older operations' in live
+    assert "attempt 0." in older and "attempt 12." not in older and "page 2 of 2" in older
+
+
+def test_the_archive_pages_need_a_login_and_a_known_model(alice, iris):
+    assert client_for(None).get("/models/iris/audit/").status_code == 302
+    assert client_for(alice).get("/models/nope/audit/").status_code == 404
+    assert client_for(alice).get("/models/iris/audit/?page=x").status_code == 200
 
 
 # -- swaps ------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
 from swaps import fleet_state
-from swaps.models import ServedModel
+from swaps.console import AUDIT_LENGTH
+from swaps.models import AuditEntry, ServedModel
 from tests.fleet_models import gated_spec
 
 from ..chromium import chromium
@@ -280,3 +281,36 @@ def test_the_dashboard_reads_on_a_phone(browser, console, held_model, alice):
     page.screenshot(path=SCREENSHOTS / "dashboard-phone.png", full_page=True)
     scroll_width = page.evaluate("document.documentElement.scrollWidth")
     assert scroll_width <= 360  # nothing forces sideways scrolling
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_model_pages_tables_fit_and_older_entries_are_a_page_away(
+    browser, console, held_model, alice, width
+):
+    refusal = "version '2' of model 'held' would break the clients of version '1': " + "x" * 300
+    off_the_loop(
+        lambda: AuditEntry.objects.bulk_create(
+            AuditEntry(
+                actor="alice",
+                via="api",
+                action="start_swap",
+                model="held",
+                from_version="1",
+                to_version="2",
+                outcome="refused",
+                details={"error": f"{refusal} ({n})"},
+            )
+            for n in range(45)
+        )
+    )
+    page = open_live(signed_in(browser, console, alice, width=width), f"{console.url}/models/held/")
+    page.screenshot(path=SCREENSHOTS / f"model-{width}.png", full_page=True)
+
+    audit = page.locator("#audit-held")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert audit.locator(".scroll").evaluate("e => e.scrollWidth <= e.clientWidth")
+    audit.get_by_role("link", name="Older entries").click()
+    expect(page.get_by_role("heading", name="Model held: audit log")).to_be_visible()
+    entries = off_the_loop(lambda: AuditEntry.objects.filter(model="held").count())
+    pages = -(-entries // AUDIT_LENGTH)
+    expect(page.locator("#audit-held .pager")).to_contain_text(f"page 2 of {pages}")
