@@ -162,18 +162,24 @@ def clean_up(demo: Demo) -> None:
             client.delete(*keys)
 
 
-def demo_command(demo: Demo, *args: str) -> subprocess.CompletedProcess:
-    """A manage.py command run beside the demo, finding it as a user's would."""
+def demo_environment(demo: Demo) -> dict[str, str]:
+    """A user's shell beside the demo: nothing says where its Redis and database are
+    (commands read that from the demo's run directory, as they would in a checkout)."""
     env = {
         name: value
         for name, value in os.environ.items()
         if name not in {"REDIS_URL", "DATABASE_URL", "HOTSWAP_NAMESPACE", "HOTSWAP_RQ_QUEUE"}
     }
     env.update(HOTSWAP_RUN_DIR=str(demo.output_path.parent), PYTHONPATH=str(ROOT))
+    return env
+
+
+def demo_command(demo: Demo, *args: str) -> subprocess.CompletedProcess:
+    """A manage.py command run beside the demo, finding it as a user's would."""
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env=env,
+        env=demo_environment(demo),
         capture_output=True,
         text=True,
         timeout=180,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 from collections.abc import Iterator
 
 import httpx
@@ -21,11 +22,12 @@ from .demo_process import (
     Demo,
     clean_up,
     demo_command,
+    demo_environment,
     start_demo,
     still_running,
     wait_up,
 )
-from .processes import wait_until
+from .processes import ROOT, wait_until
 
 pytestmark = pytest.mark.fleet
 
@@ -167,6 +169,42 @@ def test_a_session_watching_a_swap_and_a_rollback_leaves_no_warning_in_any_log(d
         for where, text in said.items()
     }
     assert {where: lines for where, lines in alarms.items() if lines} == {}
+
+
+def readme_example() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- bring-your-own-model -->", 1)[1].split("<!-- /", 1)[0]
+    return block.split("```sh\n", 1)[1].split("```", 1)[0].strip().splitlines()
+
+
+def test_the_readmes_bring_your_own_model_lines_work_against_the_demo(demo, tmp_path):
+    *lines, approval = readme_example()
+    env = {**demo_environment(demo), "MODELS": str(tmp_path)}
+
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "swap" in done.stdout and "completed" in done.stdout
+    request_id = re.search(r"rollback request (\d+) of iris to 1", done.stdout).group(1)
+    # The README's approval names request 1, the first of a new demo; this demo has others.
+    approve = approval.replace("approve_rollback 1 ", f"approve_rollback {request_id} ", 1)
+    approved = subprocess.run(
+        ["bash", "-c", approve], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    # An approved rollback answers once every replica serves its target.
+    answers = [
+        httpx.post(f"{url}/v2/models/iris/infer", json={"inputs": [IRIS_ROW]}).json()
+        for url in demo.replica_urls
+    ]
+    assert [answer["model_version"] for answer in answers] == ["1"] * demo.replicas
 
 
 def test_sigint_removes_what_it_told_commands(stopped_demo):
