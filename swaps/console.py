@@ -62,7 +62,11 @@ def history_context(served: ServedModel, page: Any = 1) -> dict[str, Any]:
     transitions (a timeline). The model page shows the first, live; older ones are on
     the model's history pages."""
     transitions = Prefetch("transitions", queryset=SwapTransition.objects.order_by("at", "id"))
-    swaps = swaps_of(served.swaps.all()).prefetch_related(transitions)
+    swaps = (
+        swaps_of(served.swaps.all())
+        .select_related("rollback_request__decided_by")  # who approved a rollback
+        .prefetch_related(transitions)
+    )
     shown = Paginator(swaps, HISTORY_LENGTH).get_page(page)
     return {"model": served, "history": list(shown), "history_page": shown}
 

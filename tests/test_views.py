@@ -136,6 +136,19 @@ def test_older_history_is_a_page_away_and_the_model_page_shows_the_newest(alice,
     assert "attempt 0." in older and "attempt 12." not in older and "page 2 of 2" in older
 
 
+def test_the_history_names_who_approved_a_rollback_and_why_it_was_asked(
+    alice, bob, waiting_request
+):
+    rollbacks.approve_rollback(request_id=waiting_request.pk, user=bob, via="test")
+
+    page = client_for(alice).get("/models/iris/").content.decode()
+    history = page.split('id="history-iris"', 1)[1].split("</section>", 1)[0]
+    rollback = history.split("<li>", 2)[1]  # the newest operation: the rollback
+
+    assert "by alice, approved by bob," in " ".join(rollback.split())
+    assert "Reason: version 2 is wrong about setosa" in rollback
+
+
 def test_the_archive_pages_need_a_login_and_a_known_model(alice, iris):
     assert client_for(None).get("/models/iris/audit/").status_code == 302
     assert client_for(alice).get("/models/nope/audit/").status_code == 404
