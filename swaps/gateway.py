@@ -37,7 +37,7 @@ from .engine.runtimes import describe_exception
 from .engine.serving import Dispatcher
 from .model_threads import ModelThreads
 from .serving_metrics import CONTENT_TYPE, ServingMetrics
-from .v2_codec import BadRequest, check_inputs, decode_request, encode_response
+from .v2_codec import BadRequest, check_inputs, decode_request, encode_response, is_byte_count
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ class Gateway:
         """The whole body, refused with 413 as soon as it is known to be too large."""
         limit = self.max_body_bytes
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and is_byte_count(declared) and int(declared) > limit:
             raise HTTPError(413, TOO_LARGE.format(limit=limit))
         message = await receive()
         body = message.get("body", b"")

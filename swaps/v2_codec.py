@@ -169,10 +169,15 @@ def encode_response(
 # -- decoding ------------------------------------------------------------------------------
 
 
+def is_byte_count(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²" and "٣", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     if header_length is None:
         return body, b""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not is_byte_count(header_length) or int(header_length) > len(body):
         raise BadRequest(
             f"Inference-Header-Content-Length {header_length!r} must be a byte count "
             f"no larger than the body ({len(body)} bytes)"

@@ -167,6 +167,16 @@ def test_a_header_length_past_the_body_is_400(http):
     assert refused(send(http, body, headers=headers), 400, "no larger than the body")
 
 
+@pytest.mark.parametrize("length", [b"\xb2", b"1\xb9", b"+12"])
+def test_a_header_length_that_is_not_ascii_digits_is_400_not_500(http, length):
+    # "²" (latin-1 0xb2) is a digit to str.isdigit() but not to int(): it was a 500.
+    headers = [(b"inference-header-content-length", length)]
+
+    answer = http.post(INFER, content=with_input(), headers=headers)
+
+    assert refused(answer, 400, "must be a byte count")
+
+
 def test_an_unknown_requested_output_is_400(http):
     body = orjson.dumps({"inputs": [GOOD_INPUT], "outputs": [{"name": "nope"}]})
 
