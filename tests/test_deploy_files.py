@@ -115,6 +115,15 @@ def test_compose_runs_the_command_the_dockerfile_documents(compose, service):
     assert shlex.join(compose["services"][service]["command"]) in header
 
 
+def test_compose_gives_replicas_the_fleets_settings_and_no_secret(compose):
+    replica = compose["services"]["replica"]["environment"]
+    web = compose["services"]["web"]["environment"]
+
+    assert not {"DATABASE_URL", "SECRET_KEY"} & set(replica)
+    assert {"REDIS_URL", "HOTSWAP_NAMESPACE", "HOTSWAP_HEARTBEAT_TTL"} <= set(replica)
+    assert {name: web[name] for name in replica} == replica  # both sides agree
+
+
 def test_compose_worker_serves_every_queue_the_settings_define(compose):
     command = compose["services"]["worker"]["command"]
     assert command[:3] == ["python", "manage.py", "rqworker"]
