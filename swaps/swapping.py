@@ -37,6 +37,10 @@ from swaps.registry import UNKNOWN_VERSION, get_model
 log = logging.getLogger(__name__)
 
 RETIRED = "version {version!r} of model {model!r} is retired: restore it to swap to it"
+GATED_ROLLBACK = (
+    "version {version!r} served model {model!r} before, and the model's rollbacks need a "
+    "second person's approval: going back to it is a rollback, so request one"
+)
 NO_WORKER = (
     "queued, but no worker listens on queue {queue!r}: the swap starts when one does "
     "(manage.py rqworker {queue})"
@@ -200,6 +204,10 @@ def _check_swap(
         problems["to_version"] = UNKNOWN_VERSION.format(model=served.name, version=to_version)
     elif target.retired_at is not None:
         problems["to_version"] = RETIRED.format(model=served.name, version=to_version)
+    elif served.rollback_requires_approval and target.first_served_at and active is not None:
+        # Back to a version that served before is a rollback by another name: it takes
+        # the second person the model's rollbacks need.
+        problems["to_version"] = GATED_ROLLBACK.format(model=served.name, version=to_version)
     if from_version is None:
         if active is not None:
             problems["from_version"] = MUST_NAME_SOURCE.format(

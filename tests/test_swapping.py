@@ -49,6 +49,24 @@ def test_start_swap_is_audited_as_accepted(alice, candidate_version):
     assert (entry.actor, entry.outcome, entry.details["swap"]) == ("alice", "accepted", swap.pk)
 
 
+def test_on_an_approval_gated_model_a_swap_back_to_a_served_version_is_refused(
+    alice, served_before
+):
+    ServedModel.objects.filter(name="iris").update(rollback_requires_approval=True)
+
+    with pytest.raises(Invalid) as refused:
+        start(alice, source="2", target="1")
+
+    assert "going back to it is a rollback, so request one" in refused.value.fields["to_version"]
+    assert Swap.objects.filter(to_version__version="1").count() == 0
+
+
+def test_on_an_approval_gated_model_a_swap_to_a_new_version_needs_no_approval(alice, served_before):
+    ServedModel.objects.filter(name="iris").update(rollback_requires_approval=True)
+
+    assert start(alice, source="2", target="3").state == "pending"
+
+
 def test_a_swap_no_worker_would_run_says_so_on_its_record(alice, candidate_version, control_plane):
     swap = start(alice)
 
