@@ -13,8 +13,11 @@ from datetime import timedelta
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
-from swaps import audit
+from swaps import audit, permissions
 from swaps.models import ApiToken
+
+REVOKE = "revoke_api_token"
+CHANGE_TOKENS = "swaps.change_apitoken"
 
 SECRET_PREFIX = "hs_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -40,15 +43,16 @@ def create_api_token(*, user: AbstractBaseUser, name: str, via: str) -> tuple[Ap
     return token, secret
 
 
-def revoke_api_token(*, token: ApiToken, user: AbstractBaseUser | str, via: str) -> ApiToken:
-    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    audit.audit(
-        actor=user,
-        via=via,
-        action="revoke_api_token",
-        outcome="accepted",
-        details={"token": token.pk, "owner": token.user.get_username(), "prefix": token.prefix},
-    )
+def revoke_api_token(*, token: ApiToken, user: AbstractBaseUser, via: str) -> ApiToken:
+    """Revoke a token: its owner may, anyone else needs the change_apitoken permission
+    (seeing tokens in the admin is not enough to cut off someone else's automation)."""
+    details = {"token": token.pk, "owner": token.user.get_username(), "prefix": token.prefix}
+    with audit.attempt(actor=user, via=via, action=REVOKE, details=details) as record:
+        if getattr(user, "pk", None) != token.user_id:
+            permissions.require(user, CHANGE_TOKENS, action="revoke another user's API token")
+        now = timezone.now()
+        ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now)
+        record.accepted()
     token.refresh_from_db()
     return token
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from swaps import audit
+from swaps import audit, tokens
 from swaps.models import AuditEntry, ModelVersion, RollbackRequest, ServedModel
+from swaps.refusals import Forbidden
+
+from .control_plane import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -170,3 +173,40 @@ def test_a_rollback_request_is_approved_from_the_admin_through_the_domain(
 
     assert RollbackRequest.objects.get().state == "approved"
     assert engine.route("iris") == "1"
+
+
+@pytest.fixture
+def bobs_token(bob):
+    token, _ = tokens.create_api_token(user=bob, name="ci", via="test")
+    return token
+
+
+def test_seeing_tokens_is_not_enough_to_revoke_another_users(alice, bobs_token):
+    with pytest.raises(Forbidden, match="change_apitoken"):
+        tokens.revoke_api_token(token=bobs_token, user=alice, via="test")
+
+    bobs_token.refresh_from_db()
+    assert bobs_token.revoked_at is None
+    entry = AuditEntry.objects.get(action=tokens.REVOKE)
+    assert (entry.actor, entry.outcome) == ("alice", "refused")
+
+
+def test_a_user_may_revoke_their_own_token(bob, bobs_token):
+    assert tokens.revoke_api_token(token=bobs_token, user=bob, via="test").revoked_at
+
+
+def test_the_admin_offers_revoke_only_to_those_who_may(client, bob, bobs_token):
+    viewer = make_user("viewer", ("view_apitoken",))
+    viewer.is_staff = True
+    viewer.save()
+    client.force_login(viewer)
+
+    page = client.get("/admin/swaps/apitoken/").content.decode()
+    client.post(
+        "/admin/swaps/apitoken/",
+        {"action": "revoke", "_selected_action": [bobs_token.pk]},
+    )
+
+    assert 'value="revoke"' not in page
+    bobs_token.refresh_from_db()
+    assert bobs_token.revoked_at is None
