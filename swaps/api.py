@@ -24,7 +24,7 @@ from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from swaps import audit, documents, registry, rollbacks, swapping, tokens
+from swaps import audit, documents, permissions, registry, rollbacks, swapping, tokens
 from swaps.engine.errors import SwapError
 from swaps.models import Swap
 from swaps.refusals import (
@@ -53,11 +53,19 @@ UNKNOWN_SWAP = "swap {swap_id} does not exist"
 View = Callable[..., tuple[int, dict[str, Any]]]
 
 
-def endpoint(*methods: str, action: str = "", fields: tuple[str, ...] = ()) -> Callable:
+def endpoint(
+    *methods: str,
+    action: str = "",
+    fields: tuple[str, ...] = (),
+    needs: tuple[str, str] | None = None,
+) -> Callable:
     """Wrap a view `view(request, user, body, **url_kwargs) -> (status, document)`.
 
     `action` names the audit action of a state-changing endpoint; `fields` the body
-    fields it reads (any other is refused, so a typo never passes silently).
+    fields it reads (any other is refused, so a typo never passes silently); `needs` the
+    permission it takes and what it does, checked before the body is read: someone
+    without it gets 403 whatever they send, never a 400 about a body they may not send.
+    The domain function checks the permission again, as it does for every caller.
     """
 
     def decorate(view: View) -> Callable:
@@ -77,6 +85,8 @@ def endpoint(*methods: str, action: str = "", fields: tuple[str, ...] = ()) -> C
             user, via = None, "api"
             try:
                 user, via = _authenticate(request)
+                if needs is not None:
+                    permissions.require(user, needs[0], action=needs[1])
                 body: dict[str, Any] = {}
                 if request.method not in SAFE_METHODS:
                     if via == "session":
@@ -116,7 +126,12 @@ def model_detail(request, user, body, *, via, model):
     return 200, documents.model_document(registry.get_model(model), detail=True)
 
 
-@endpoint("POST", action=audit.REGISTER_VERSION, fields=registry.VERSION_FIELDS)
+@endpoint(
+    "POST",
+    action=audit.REGISTER_VERSION,
+    fields=registry.VERSION_FIELDS,
+    needs=(permissions.REGISTER_VERSION, "register a version"),
+)
 def register_version(request, user, body, *, via, model):
     given = {name: body.get(name) for name in registry.VERSION_FIELDS}
     given["inputs"] = body.get("inputs", [])
@@ -125,13 +140,19 @@ def register_version(request, user, body, *, via, model):
     return 201, documents.version_document(version)
 
 
-@endpoint("POST", action=audit.RETIRE_VERSION)
+@endpoint(
+    "POST", action=audit.RETIRE_VERSION, needs=(permissions.REGISTER_VERSION, "retire a version")
+)
 def retire_version(request, user, body, *, via, model, version):
     retired = registry.retire_version(model=model, version=version, user=user, via=via)
     return 200, documents.version_document(retired)
 
 
-@endpoint("POST", action=audit.RESTORE_VERSION)
+@endpoint(
+    "POST",
+    action=audit.RESTORE_VERSION,
+    needs=(permissions.REGISTER_VERSION, "restore a version"),
+)
 def restore_version(request, user, body, *, via, model, version):
     restored = registry.retire_version(
         model=model, version=version, user=user, via=via, restore=True
@@ -139,7 +160,12 @@ def restore_version(request, user, body, *, via, model, version):
     return 200, documents.version_document(restored)
 
 
-@endpoint("POST", action=audit.START_SWAP, fields=("from_version", "to_version", "force"))
+@endpoint(
+    "POST",
+    action=audit.START_SWAP,
+    fields=("from_version", "to_version", "force"),
+    needs=(permissions.START_SWAP, "start a swap"),
+)
 def start_swap(request, user, body, *, via, model):
     swap = swapping.start_swap(
         model=model,
@@ -169,7 +195,12 @@ def model_status(request, user, body, *, via, model):
     return 200, swapping.live_status(model=model).as_dict()
 
 
-@endpoint("POST", action=audit.REQUEST_ROLLBACK, fields=("target_version", "reason"))
+@endpoint(
+    "POST",
+    action=audit.REQUEST_ROLLBACK,
+    fields=("target_version", "reason"),
+    needs=(permissions.REQUEST_ROLLBACK, "request a rollback"),
+)
 def request_rollback(request, user, body, *, via, model):
     rollback = rollbacks.request_rollback(
         model=model,
@@ -186,13 +217,21 @@ def rollback_detail(request, user, body, *, via, request_id):
     return 200, documents.rollback_document(rollbacks.get_request(request_id))
 
 
-@endpoint("POST", action=audit.APPROVE_ROLLBACK)
+@endpoint(
+    "POST",
+    action=audit.APPROVE_ROLLBACK,
+    needs=(permissions.APPROVE_ROLLBACK, "approve a rollback"),
+)
 def approve_rollback(request, user, body, *, via, request_id):
     rollback = rollbacks.approve_rollback(request_id=request_id, user=user, via=via)
     return 202, documents.rollback_document(rollback)
 
 
-@endpoint("POST", action=audit.REJECT_ROLLBACK)
+@endpoint(
+    "POST",
+    action=audit.REJECT_ROLLBACK,
+    needs=(permissions.APPROVE_ROLLBACK, "reject a rollback"),
+)
 def reject_rollback(request, user, body, *, via, request_id):
     rollback = rollbacks.reject_rollback(request_id=request_id, user=user, via=via)
     return 200, documents.rollback_document(rollback)

@@ -151,3 +151,23 @@ def test_a_field_name_with_a_nul_character_gets_400_and_its_audit_row(alice, iri
 
     assert response.status_code == 400
     assert AuditEntry.objects.filter(outcome__startswith="refused").exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/models/iris/swaps",
+        "/api/models/iris/versions",
+        "/api/models/iris/rollbacks",
+        "/api/models/iris/versions/2/retire",
+    ],
+)
+def test_without_the_permission_any_body_gets_403_not_a_400_about_it(mallory, iris, path):
+    body = {f"field_{n}": "x" * 100 for n in range(900)}  # nothing mallory may send
+
+    response = post_json(client_for(mallory), path, body)
+
+    assert response.status_code == 403, response.json()
+    assert "may not" in response.json()["error"]
+    assert nothing_but_audit()
+    assert len(AuditEntry.objects.get().details.get("fields", {})) == 0  # no body stored
