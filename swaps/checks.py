@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 IN_MEMORY_CHANNEL_LAYER = "channels.layers.InMemoryChannelLayer"
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
@@ -44,6 +44,26 @@ def check_redis_url(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
             f"REDIS_URL is not a Redis URL: {_without_password(url)!r}.",
             hint="Use redis://HOST:PORT/DB, rediss://HOST:PORT/DB (TLS) or unix:///PATH.sock.",
             id="swaps.E002",
+        )
+    ]
+
+
+@register()
+def check_redis_password(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Whoever can write to the fleet's Redis can change routes and queue jobs: in
+    production it needs a password (a unix socket is guarded by its file mode)."""
+    parts = urlsplit(settings.REDIS_URL)
+    if settings.DEBUG or parts.scheme not in ("redis", "rediss") or parts.password:
+        return []
+    return [
+        Warning(
+            "REDIS_URL names no password, with DEBUG off.",
+            hint=(
+                "Anyone who reaches that Redis could change routes, desired versions and "
+                "queued jobs. Give Redis a password (requirepass, or an ACL user) and put "
+                "it in the URL: redis://:PASSWORD@HOST:6379/0, or rediss:// for TLS."
+            ),
+            id="swaps.W001",
         )
     ]
 

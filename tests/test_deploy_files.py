@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
 # Read by compose itself (interpolation), never by a Hotswap process.
-COMPOSE_ONLY = {"POSTGRES_PASSWORD", "HOTSWAP_REPLICAS", "HOTSWAP_WEB_PORT"}
+COMPOSE_ONLY = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "HOTSWAP_REPLICAS", "HOTSWAP_WEB_PORT"}
 
 
 class MissingVariable(Exception):
@@ -67,7 +67,9 @@ def interpolate(value, env: dict[str, str]):
 def example_env(**overrides: str) -> dict[str, str]:
     env = env_file(ROOT / ".env.example")
     env.update(
-        SECRET_KEY="k3Q9-not-a-real-key-but-long-and-varied-zx81-QWERTY", POSTGRES_PASSWORD="pw"
+        SECRET_KEY="k3Q9-not-a-real-key-but-long-and-varied-zx81-QWERTY",
+        POSTGRES_PASSWORD="pw",
+        REDIS_PASSWORD="redis-pw",
     )
     env.update(overrides)
     return env

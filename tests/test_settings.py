@@ -30,6 +30,7 @@ PRODUCTION = {
     "DEBUG": "off",
     "SECRET_KEY": "k3Q9-not-a-real-key-but-long-and-varied-enough-zx81-QWERTY-7741",
     "ALLOWED_HOSTS": "hotswap.example.com",
+    "REDIS_URL": "redis://:fleet-password@redis.example.com:6379/0",
     "SECURE_HSTS_SECONDS": "31536000",
     "SECURE_HSTS_INCLUDE_SUBDOMAINS": "on",
     "SECURE_HSTS_PRELOAD": "on",
