@@ -25,22 +25,35 @@ from swaps.routing import websocket_urlpatterns  # noqa: E402
 # The database is the source of truth for routes: put them back in Redis as we start.
 republish_at_startup()
 
-# The V2 inference gateway (a bare ASGI app) answers HTTP paths under /v2 in front of
-# Django, so inference never pays for Django's request handling; everything else
-# (console, admin, API) goes to Django. Its replica joins the fleet on the first /v2
-# request (daphne sends no lifespan events).
-replica_settings = ReplicaSettings(
-    redis_url=settings.REDIS_URL,
-    namespace=settings.HOTSWAP_NAMESPACE,
-    heartbeat_interval=settings.HOTSWAP_HEARTBEAT_INTERVAL,
-    heartbeat_ttl=settings.HOTSWAP_HEARTBEAT_TTL,
-    max_body_bytes=settings.HOTSWAP_MAX_BODY_BYTES,
-)
-http_app = mount(
-    fallback=django_asgi_app,
-    backend=replica_settings.replica(),
-    max_body_bytes=replica_settings.max_body_bytes,
-)
+
+def http_application(*, serves_v2: bool):
+    """Django for the console, admin and API; with `serves_v2` (HOTSWAP_CONSOLE_V2, off
+    by default) a V2 gateway in front of it under /v2, for a one-process setup.
+
+    Off, the console never loads a model: models are untrusted code, and this process
+    holds SECRET_KEY and the database (an anonymous GET /v2/health/live once made it
+    join the fleet and load every routed version). The fleet's replicas serve /v2.
+    The gateway is a bare ASGI app, so inference never pays for Django's request
+    handling; its replica joins the fleet on the first /v2 request (daphne sends no
+    lifespan events).
+    """
+    if not serves_v2:
+        return django_asgi_app
+    replica_settings = ReplicaSettings(
+        redis_url=settings.REDIS_URL,
+        namespace=settings.HOTSWAP_NAMESPACE,
+        heartbeat_interval=settings.HOTSWAP_HEARTBEAT_INTERVAL,
+        heartbeat_ttl=settings.HOTSWAP_HEARTBEAT_TTL,
+        max_body_bytes=settings.HOTSWAP_MAX_BODY_BYTES,
+    )
+    return mount(
+        fallback=django_asgi_app,
+        backend=replica_settings.replica(),
+        max_body_bytes=replica_settings.max_body_bytes,
+    )
+
+
+http_app = http_application(serves_v2=settings.HOTSWAP_CONSOLE_V2)
 
 application = ProtocolTypeRouter(
     {

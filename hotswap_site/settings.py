@@ -73,6 +73,9 @@ HOTSWAP_RQ_QUEUE = env_key_prefix("HOTSWAP_RQ_QUEUE", default="swaps")
 # If set, GET /metrics on the console needs it as a bearer token (Prometheus'
 # `authorization` scrape setting); unset, the metrics are open, like a replica's.
 HOTSWAP_METRICS_TOKEN = env_str("HOTSWAP_METRICS_TOKEN", default="")
+# The console process also serves V2 inference under /v2 (a one-process setup): it
+# then loads models, which are untrusted code, beside SECRET_KEY and the database.
+HOTSWAP_CONSOLE_V2 = env_bool("HOTSWAP_CONSOLE_V2", default=False)
 # Largest JSON body the control-plane API reads; larger ones get 413.
 HOTSWAP_API_MAX_BODY_BYTES = env_int("HOTSWAP_API_MAX_BODY_BYTES", default=64 * 1024, minimum=1)
 # Web and worker processes republish routes and desired versions from the database when

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from django.conf import settings
 
 from hotswap_site import asgi
 from swaps.engine.local import local_stack
@@ -56,5 +57,18 @@ def test_v2_paths_reach_the_gateway_and_the_rest_reaches_the_fallback():
     assert (console.status_code, console.text) == (299, "django")
 
 
-def test_the_console_application_mounts_the_gateway_under_v2():
-    assert isinstance(asgi.http_app.gateway, Gateway)
+def test_the_console_serves_no_v2_by_default_and_loads_no_model():
+    assert settings.HOTSWAP_CONSOLE_V2 is False
+    assert asgi.http_app is asgi.django_asgi_app
+
+    (live,) = get_and_post(
+        asgi.http_app, ("GET", "/v2/health/live", {"headers": {"host": "localhost"}})
+    )
+
+    assert live.status_code == 404  # Django's: no replica started in this process
+
+
+def test_with_the_setting_on_the_console_mounts_the_gateway_under_v2():
+    app = asgi.http_application(serves_v2=True)
+
+    assert isinstance(app.gateway, Gateway)
