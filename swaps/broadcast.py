@@ -28,7 +28,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.template.loader import render_to_string
 
-from swaps import console
+from swaps import console, live
 from swaps.models import ServedModel, Swap
 from swaps.refusals import NotFound
 from swaps.registry import get_model
@@ -274,13 +274,16 @@ def snapshot(model: str | None) -> str:
                 *(fragment("swap-state", card) for card in context["cards"]),
                 fragment("latest-swaps", context),
                 fragment("approvals", context),
+                live.chart_history(card["model"].name for card in context["cards"]),
             ]
         )
     try:
         served = get_model(model)
     except NotFound:
         return ""
-    return fragment("swap-state", console.state_context(served)) + "".join(_model_fragments(served))
+    return fragment("swap-state", console.state_context(served)) + "".join(
+        [*_model_fragments(served), live.chart_history([served.name])]
+    )
 
 
 def _model_fragments(served: Any) -> list[str]:

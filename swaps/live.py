@@ -10,8 +10,14 @@ process (swaps/broadcast.py keeps them):
 - Counts: requests in flight and served per second, per version. The replicas report
   them to Redis on every heartbeat and every change (swaps/engine/reports.py); this
   task reads the reports on a steady beat (every second, every quarter second while a
-  version drains) and sends each model's counts and a chart point. It never runs per
-  request: its cost is one Redis read per beat, whatever the traffic.
+  version drains) and sends each model's counts. It never runs per request: its cost
+  is one Redis read per beat, whatever the traffic.
+- The request-rate chart: once a second, on the second (the chart beat), the rates are
+  measured and each model's point is stored in Redis (`ChartHistory`) and sent. Only
+  then: a publish between two chart beats (woken by a change, or a draining quarter)
+  shows the last beat's rates and charts nothing, as a rate over a few milliseconds is
+  noise (0, then 7, then 0 req/s where the real rate was 4). The stored points are the
+  last five minutes a page is sent when it (re)connects (`chart_history`).
 
 It runs in the console (daphne) process, as asyncio tasks started by the first
 websocket connection and stopped when the last one closes: daphne sends no lifespan
@@ -23,12 +29,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+import redis
 from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils.html import json_script
 
 from swaps import broadcast, notify
 from swaps.engine.errors import SwapError
@@ -41,6 +52,13 @@ log = logging.getLogger(__name__)
 
 BEAT = 1.0
 DRAINING_BEAT = 0.25
+# Beats fall on the clock's whole beats, this much after (a timer that fires a hair
+# early must still land in the new beat): every console process then reads the reports
+# at the same moments, and their chart points of a beat are the same measurement.
+BEAT_SLACK = 0.005
+# The chart's span: one point per model and chart beat, the last CHART_WINDOW seconds.
+CHART_WINDOW = 300
+CHART_POINTS = int(CHART_WINDOW / BEAT)
 # The channel layer drops group members after a day (channels-redis' group_expiry).
 REJOIN_SECONDS = 3600.0
 RETRY_SECONDS = 1.0
@@ -53,33 +71,86 @@ FLIP_HOLD = 0.25
 
 
 @dataclass
+class _Reading:
+    """One replica's totals as last read, and the rates per version they gave."""
+
+    totals: dict[tuple[str, str], int]
+    reported_at: float  # by the replica's clock
+    read_at: float  # by the console's
+    rates: dict[tuple[str, str], float]
+
+
+@dataclass
 class Traffic:
     """Totals per replica of one or more report tables (served requests by default),
-    remembered between beats to turn them into rates per version.
+    remembered between readings to turn them into rates per version.
 
     Keyed by replica and start time: a restarted replica counts from zero again, and
-    its first report must not read as a burst (or a negative rate).
+    its first report must not read as a burst (or a negative rate). A version a known
+    replica reports for the first time counts from zero: it had served nothing before
+    (the version a swap just routed to, which otherwise read 0 req/s for a beat).
+
+    A replica's rate is what it served between the two reports read, over the time
+    between them by its own clock: a reading falls anywhere between two heartbeats, so
+    by the console's clock a steady 4 req/s read as 2 to 6, by how many heartbeats a
+    beat caught. A report not rewritten since the last reading tells nothing new: its
+    last rate stands, and the next window starts from the report that told something.
     """
 
     tables: tuple[str, ...] = ("served",)
-    _totals: dict[tuple[str, str], dict[tuple[str, str], int]] = field(default_factory=dict)
-    _at: float | None = None
+    latest: dict[str, dict[str, float]] = field(default_factory=dict)  # the last reading's
+    beat: int | None = None  # the chart beat of the last reading (Publisher's), if any
+    _first_beat: int | None = None
+    _readings: dict[tuple[str, str], _Reading] = field(default_factory=dict)
 
-    def rates(self, reports: list[ReplicaReport], at: float) -> dict[str, dict[str, float]]:
+    def rates(
+        self, reports: list[ReplicaReport], at: float, *, beat: int | None = None
+    ) -> dict[str, dict[str, float]]:
         rates: dict[str, dict[str, float]] = {}
-        elapsed = at - self._at if self._at is not None else 0.0
-        totals = {}
+        readings = {}
         for report in reports:
             key = (report.replica_id, report.started_at.isoformat())
-            now = totals[key] = self._sum(report)
-            before = self._totals.get(key, {})
-            for (model, version), count in now.items():
-                grown = count - before.get((model, version), count)
-                per_second = max(grown, 0) / elapsed if elapsed > 0 else 0.0
+            reading = readings[key] = self._read(
+                self._readings.get(key), self._sum(report), report.reported_at.timestamp(), at
+            )
+            for (model, version), per_second in reading.rates.items():
                 by_version = rates.setdefault(model, {})
                 by_version[version] = by_version.get(version, 0.0) + per_second
-        self._totals, self._at = totals, at
+        self._readings, self.latest = readings, rates
+        if beat is not None:
+            self._first_beat = beat if self._first_beat is None else self._first_beat
+            self.beat = beat
         return rates
+
+    @property
+    def over_a_whole_beat(self) -> bool:
+        """Whether the last reading's rates cover a whole chart beat: neither the first
+        reading (no rate yet) nor the next one, whose window began off the beat (when
+        somebody started watching) and may have caught no report at all."""
+        return (
+            self._first_beat is not None
+            and self.beat is not None
+            and (self.beat >= self._first_beat + 2)
+        )
+
+    @staticmethod
+    def _read(
+        before: _Reading | None, totals: dict[tuple[str, str], int], reported_at: float, at: float
+    ) -> _Reading:
+        if before is None:
+            return _Reading(totals, reported_at, at, dict.fromkeys(totals, 0.0))
+        if reported_at <= before.reported_at and totals == before.totals:
+            return before
+        # A report stamped no later than the last (its clock stepped back) is measured
+        # by the console's readings instead.
+        elapsed = reported_at - before.reported_at
+        if elapsed <= 0:
+            elapsed = at - before.read_at
+        rates = {
+            key: max(count - before.totals.get(key, 0), 0) / elapsed if elapsed > 0 else 0.0
+            for key, count in totals.items()
+        }
+        return _Reading(totals, reported_at, at, rates)
 
     def _sum(self, report: ReplicaReport) -> dict[tuple[str, str], int]:
         summed: dict[tuple[str, str], int] = {}
@@ -131,18 +202,118 @@ def draining(rows: dict[str, list[dict[str, Any]]]) -> bool:
     return any(r["inflight"] and not r["serving"] for by_model in rows.values() for r in by_model)
 
 
+# One chart beat's points, a model's chart per key (a sorted set of JSON points scored
+# by their time). The first console process to store a beat's point wins, and every
+# process sends the stored one: they all read the same reports at the same moment (the
+# beats fall on the clock's seconds), so a second point would be the same measurement
+# again, and two series a little apart merged by time would zigzag. Each chart keeps
+# its last window, by time and by count, and expires a window after its last point (a
+# model deleted, or a console nobody watches, leaves nothing behind).
+STORE_POINTS = """
+local stored = {}
+for i, key in ipairs(KEYS) do
+  local point = redis.call('ZRANGEBYSCORE', key, ARGV[1], ARGV[1])[1]
+  if not point then
+    point = ARGV[4 + i]
+    redis.call('ZADD', key, ARGV[1], point)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[2])
+    redis.call('ZREMRANGEBYRANK', key, 0, -1 - tonumber(ARGV[3]))
+    redis.call('EXPIRE', key, ARGV[4])
+  end
+  stored[i] = point
+end
+return stored
+"""
+
+
+def chart_key(namespace: str, model: str) -> str:
+    """Where a model's chart points are kept: `{namespace}:chart:{model}`, a sorted set."""
+    return f"{namespace}:chart:{model}"
+
+
+class ChartHistory:
+    """The fleet's chart points in Redis, the last CHART_WINDOW seconds of each model's."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._namespace = fleet.namespace
+        self._store = fleet.redis.register_script(STORE_POINTS)
+
+    async def store(
+        self, at: float, rates: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, Any]]:
+        """Store each model's point of the beat at `at`, unless one is stored already;
+        the stored points, by model."""
+        models = sorted(rates)
+        if not models:
+            return {}
+        points = [orjson.dumps({"t": at, "rates": rates[model]}) for model in models]
+        stored = await self._store(
+            keys=[chart_key(self._namespace, model) for model in models],
+            args=[at, at - CHART_WINDOW + BEAT, CHART_POINTS, CHART_WINDOW, *points],
+        )
+        return {model: orjson.loads(point) for model, point in zip(models, stored, strict=True)}
+
+
+def stored_points(
+    models: Iterable[str], *, now: float | None = None
+) -> dict[str, list[dict[str, Any]]] | None:
+    """The stored chart points of each of `models` of the last CHART_WINDOW seconds,
+    oldest first; None if Redis cannot be read (logged). Synchronous: for renders."""
+    names = list(models)
+    if not names:
+        return {}
+    since = (time.time() if now is None else now) - CHART_WINDOW
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zrangebyscore(chart_key(settings.HOTSWAP_NAMESPACE, name), f"({since}", "+inf")
+            replies = pipe.execute()
+    except REDIS_DOWN as exc:
+        log.warning("console chart: cannot read the stored points (%s)", exc)
+        return None
+    finally:
+        client.close()
+    return {
+        name: [orjson.loads(p) for p in points] for name, points in zip(names, replies, strict=True)
+    }
+
+
+def chart_history(models: Iterable[str], *, now: float | None = None) -> str:
+    """Each model's stored chart points, as the element its page keeps them in
+    (`chart-history-MODEL`, templates/swaps/chart.html), which console.js draws from.
+
+    For the snapshot a page is sent when it connects and reconnects: its charts then
+    start with the last five minutes, not empty, and a reconnected page fills the gap.
+    "" if Redis cannot be read: the charts keep what they show.
+    """
+    stored = stored_points(models, now=now)
+    if not stored:
+        return ""
+    return "".join(
+        json_script(
+            {"beat": BEAT, "window": CHART_WINDOW, "points": points}, f"chart-history-{name}"
+        )
+        for name, points in stored.items()
+    )
+
+
 class Publisher:
     """The per-process live task: follows the announced changes and beats the counts.
 
     Besides its beat, the counts are published at once (`wake`) when somebody starts
     watching and when a change's state was just sent: a version that stopped serving
-    would otherwise still read "serving" for up to a beat.
+    would otherwise still read "serving" for up to a beat. Such a publish shows the
+    last chart beat's rates and adds no chart point (see the module's docstring).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.watchers = 0
         self._task: asyncio.Task | None = None
         self._woken: asyncio.Event | None = None
+        self._clock = clock  # wall-clock seconds: beats fall on the same seconds everywhere
 
     def subscribe(self) -> None:
         self.watchers += 1
@@ -190,15 +361,28 @@ class Publisher:
                 await fleet.redis.aclose()
 
     async def publish_once(self, fleet: Fleet, traffic: Traffic, errors: Traffic) -> float:
-        """Read the reports, send each model's counts; return the wait until the next beat."""
+        """Read the reports and send each model's counts; the first time in a chart beat,
+        measure the rates and store and send each model's chart point. Return the wait
+        until the next beat."""
         reports = await fleet.replicas()
-        now = time.time()
-        rows = pending_rows(reports, traffic.rates(reports, now), errors.rates(reports, now))
+        now = self._clock()
+        beat = math.floor(now / BEAT)
+        on_beat = beat != traffic.beat
+        if on_beat:
+            traffic.rates(reports, now, beat=beat)
+            errors.rates(reports, now, beat=beat)
+        rows = pending_rows(reports, traffic.latest, errors.latest)
         for model, model_rows in rows.items():
             await broadcast.pending_counts(model, model_rows)
-            rates = {row["version"]: round(row["rate"], 3) for row in model_rows}
-            await broadcast.traffic(model, at=now, rates=rates)
-        return DRAINING_BEAT if draining(rows) else BEAT
+        if on_beat and traffic.over_a_whole_beat:
+            rates = {
+                model: {row["version"]: round(row["rate"], 3) for row in model_rows}
+                for model, model_rows in rows.items()
+            }
+            for model, point in (await ChartHistory(fleet).store(beat * BEAT, rates)).items():
+                await broadcast.traffic(model, at=point["t"], rates=point["rates"])
+        period = DRAINING_BEAT if draining(rows) else BEAT
+        return period - self._clock() % period + BEAT_SLACK
 
 
 class ChangeFollower:
