@@ -114,13 +114,12 @@ def start_swap(
 
                 jobs.enqueue_swap(swap)
                 record.accepted(swap=swap.pk, kind=kind)
-            waiting = not jobs.workers_listening()
         except REDIS_DOWN as exc:
             # The record committed; its job, queued on commit, could not be.
             return settle(
                 swap_id=swap.pk, state=Swap.State.FAILED, message=NOT_QUEUED.format(error=exc)
             )
-    if waiting:  # say so on the record, rather than let it look like a slow start
+    if _no_worker_listens():  # say so on the record, rather than let it look like a slow start
         swap.message = NO_WORKER.format(queue=settings.HOTSWAP_RQ_QUEUE)
         still = Swap.objects.filter(pk=swap.pk, state=Swap.State.PENDING)
         if still.update(message=swap.message):  # else a worker started and took it since
@@ -128,6 +127,17 @@ def start_swap(
             return swap
     notify.swap_changed(swap)
     return swap
+
+
+def _no_worker_listens() -> bool:
+    """True only when Redis says so: the job is queued by now, and a Redis that fails
+    this question must not fail (or mislabel) a swap that is on its way."""
+    from swaps import jobs
+
+    try:
+        return not jobs.workers_listening()
+    except REDIS_DOWN:
+        return False
 
 
 def create_operation(

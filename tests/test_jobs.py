@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from django.db import transaction
 from rq.job import Job
 
@@ -60,3 +61,18 @@ def test_a_swap_whose_job_cannot_be_queued_fails_saying_why(alice, candidate_ver
 
     assert swap.state == "failed"
     assert swap.message.startswith("its job could not be queued")
+
+
+def test_redis_failing_after_the_job_is_queued_leaves_the_swap_pending(
+    alice, candidate_version, monkeypatch
+):
+    def lost(*args, **kwargs):
+        raise redis.ConnectionError("Redis went away after the enqueue")
+
+    monkeypatch.setattr(jobs, "workers_listening", lost)
+
+    swap = start(alice)
+
+    swap.refresh_from_db()
+    assert (swap.state, swap.message) == ("pending", "")
+    assert jobs.queue().job_ids == [swap.rq_job_id]
