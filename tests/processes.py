@@ -72,6 +72,25 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def wait_answering(process: Process, url: str, *, name: str, timeout: float = 60.0) -> None:
+    """Wait until `url` answers 200; fail with the log if `process` exits, and kill it
+    if it never answers (a test that gives up leaves nothing holding a port)."""
+
+    def answers() -> bool:
+        if not process.alive():
+            raise RuntimeError(f"{name} exited:\n{process.log()}")
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(answers, timeout=timeout, what=f"{name} to answer")
+    except BaseException:
+        process.kill()
+        raise
+
+
 @dataclass
 class ReplicaProcess(Process):
     port: int = 0

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from .processes import Process, free_port, wait_until
+from .processes import Process, free_port, wait_answering
 
 INSTALL_PROMETHEUS = (
     "install prometheus: apt-get install prometheus (Debian's package; no `prometheus` on PATH)"
@@ -77,18 +77,5 @@ def start_prometheus(log_dir: Path, jobs: dict[str, list[str]]) -> PrometheusPro
             stderr=subprocess.STDOUT,
         )
     prometheus = PrometheusProcess(popen=popen, log_path=log_path, port=port)
-
-    def ready() -> bool:
-        if not prometheus.alive():
-            raise RuntimeError(f"prometheus exited:\n{prometheus.log()}")
-        try:
-            return httpx.get(f"{prometheus.url}/-/ready", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(ready, timeout=60, what="prometheus to be ready")
-    except BaseException:
-        prometheus.kill()
-        raise
+    wait_answering(prometheus, f"{prometheus.url}/-/ready", name="prometheus")
     return prometheus

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
 import psutil
 from django.conf import settings
 from django.db import connection
 
 from swaps import jobs
 
-from .processes import ROOT, Process, free_port, wait_until
+from .processes import ROOT, Process, free_port, wait_answering, wait_until
 
 
 def database_url() -> str:
@@ -142,18 +141,5 @@ def start_console(log_dir: Path, **env: str) -> ConsoleProcess:
             stderr=subprocess.STDOUT,
         )
     console = ConsoleProcess(popen=popen, log_path=log_path, port=port)
-
-    def answers() -> bool:
-        if not console.alive():
-            raise RuntimeError(f"the console exited:\n{console.log()}")
-        try:
-            return httpx.get(f"{console.url}/accounts/login/", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(answers, timeout=60, what="the console to answer")
-    except BaseException:
-        console.kill()
-        raise
+    wait_answering(console, f"{console.url}/accounts/login/", name="the console")
     return console
