@@ -7,8 +7,11 @@ requests in flight locally. In the background one task keeps the replica in step
   its report (`ReplicaReport`) with a time to live: its heartbeat;
 - on a change notification it does the same at once, so applying a new route and
   acknowledging its epoch (the report) takes one round trip, not a heartbeat;
-- it loads what the desired set asks for (on a worker thread), health-checks it and
-  reports the result; it unloads what is marked to retire once nothing runs on it;
+- it loads what the desired set asks for (on a worker thread, after a trial load in a
+  child process: `engine/sandbox.py`), health-checks it and reports the result; it
+  unloads what is marked to retire once nothing runs on it;
+- a version whose trial crashed, hung or broke its memory limit it quarantines for the
+  whole fleet (`quarantine` in Redis): no replica tries it again until it is cleared;
 - while a version it no longer routes to still has requests in flight, it reports every
   ~50 ms, so a drain is seen to finish promptly.
 
@@ -35,19 +38,28 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis
 
-from hotswap_site.env import env_bool, env_int, env_key_prefix, env_seconds, env_str
+from hotswap_site.env import env_bool, env_int, env_key_prefix, env_list, env_seconds, env_str
 
 from . import logs
-from .engine import runtimes
+from .engine import sandbox
 from .engine.compatibility import Signature
 from .engine.errors import SwapError
-from .engine.fleet_keys import REDIS_DOWN, FleetKeys, parse_version_field, redis_client, text
+from .engine.fleet_keys import (
+    REDIS_DOWN,
+    FleetKeys,
+    parse_version_field,
+    redis_client,
+    text,
+    version_field,
+)
+from .engine.fleet_versions import QUARANTINED, Quarantine
 from .engine.inflight import LocalInflight
 from .engine.ports import LoadedModel
 from .engine.reports import ReplicaReport, nest
 from .engine.results import HealthCheckResult, utcnow
 from .engine.router import LocalRouter
 from .engine.runtimes import describe_exception
+from .engine.sandbox import ContainedLoadFailure
 from .engine.serving import Dispatcher
 from .engine.spec import VersionSpec
 from .engine.versions import LocalVersions
@@ -87,9 +99,12 @@ class Replica:
         heartbeat_interval: float = 0.5,
         heartbeat_ttl: float = 3.0,
         drain_report_interval: float = 0.05,
-        loader: Callable[[VersionSpec], LoadedModel] = runtimes.load,
+        loader: Callable[[VersionSpec], LoadedModel] | None = None,
+        trial_timeout: float = 60.0,
+        trial_environment: tuple[str, ...] = (),
         health_timeout: float = 10.0,
     ) -> None:
+        """`loader` None: every version is tried in a child first (`sandbox.Sandbox`)."""
         if heartbeat_ttl <= heartbeat_interval:
             raise ValueError("heartbeat_ttl must be longer than heartbeat_interval")
         self.redis = redis
@@ -101,8 +116,13 @@ class Replica:
         self.drain_report_interval = drain_report_interval
         self.router = ReplicaRouter()
         self.inflight = LocalInflight()
+        self.sandbox = (
+            sandbox.Sandbox(timeout=trial_timeout, passed_environment=trial_environment)
+            if loader is None
+            else None
+        )
         self.versions = LocalVersions(
-            loader=loader, health_timeout=health_timeout, replica=replica_id
+            loader=loader or self.sandbox.load, health_timeout=health_timeout, replica=replica_id
         )
         self.versions.in_use = self.in_use
         self.dispatcher = Dispatcher(
@@ -117,6 +137,8 @@ class Replica:
         self._failures: dict[Key, str] = {}
         self._load_failures: dict[Key, int] = {}
         self._health: dict[Key, HealthCheckResult] = {}
+        self._quarantined: dict[Key, Quarantine] = {}
+        self._to_quarantine: dict[Key, Quarantine] = {}  # found here, not yet in Redis
         self._loading: dict[Key, asyncio.Task] = {}
         self._waiting_for_load: set[str] = set()  # models routed to a version not loaded yet
         self._synced = False
@@ -143,6 +165,8 @@ class Replica:
     async def start(self) -> None:
         if self._tasks:
             return
+        if self.sandbox is not None:
+            self.sandbox.start()
         self._tasks = [
             asyncio.create_task(self._keep_in_step(), name=f"replica {self.replica_id} sync"),
             asyncio.create_task(self._listen(), name=f"replica {self.replica_id} changes"),
@@ -157,6 +181,8 @@ class Replica:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self.sandbox is not None:
+            await asyncio.to_thread(self.sandbox.close)
         with contextlib.suppress(*REDIS_DOWN, TimeoutError):
             async with asyncio.timeout(1.0):
                 async with self.redis.pipeline(transaction=True) as pipe:
@@ -226,8 +252,13 @@ class Replica:
             pipe.hgetall(self.keys.routes)
             pipe.hgetall(self.keys.epochs)
             pipe.hgetall(self.keys.desired)
-            incarnation, specs, routes, epochs, desired = await pipe.execute()
+            pipe.hgetall(self.keys.quarantine)
+            incarnation, specs, routes, epochs, desired, quarantined = await pipe.execute()
         self._register(specs)
+        self._quarantined = {
+            parse_version_field(field): Quarantine.from_json(raw)
+            for field, raw in quarantined.items()
+        } | self._to_quarantine
         self._desired = {
             parse_version_field(field): Desired(**orjson.loads(raw))
             for field, raw in desired.items()
@@ -278,12 +309,23 @@ class Replica:
     def _start_loading(self, key: Key, request: int) -> None:
         if key in self._loading or self._answered.get(key, -1) >= request:
             return
+        if (quarantine := self._quarantined.get(key)) is not None:
+            # Answered at once, without loading: the fleet's load fails with the reason.
+            reason = QUARANTINED.format(model_id=key[0], version=key[1], reason=quarantine.reason)
+            self._failed_to_load(key, reason)
+            self._answered[key] = request
+            return
         self._loading[key] = asyncio.create_task(self._load(key, request))
 
     async def _load(self, key: Key, request: int) -> None:
         try:
             if self.versions.loaded(*key) is None:  # a warm version only needs its check
                 await self.versions.load(*key)
+        except ContainedLoadFailure as exc:
+            self._failed_to_load(key, exc.message)
+            log.error("replica %s quarantines it: %s", self.replica_id, exc.message)
+            found = Quarantine(reason=exc.reason, replica=self.replica_id, at=time.time())
+            self._to_quarantine[key] = self._quarantined[key] = found
         except SwapError as exc:
             self._failed_to_load(key, exc.message)
         except Exception as exc:  # the runtimes wrap load failures; this is a safety net
@@ -366,7 +408,14 @@ class Replica:
             signatures=nest(signatures),
         )
         self._reported_draining = self._draining(pending)
+        written = dict(self._to_quarantine)
         async with self.redis.pipeline(transaction=True) as pipe:
+            for (model_id, version), quarantine in written.items():
+                # The first replica's reason stands; others found the same thing.
+                pipe.hsetnx(
+                    self.keys.quarantine, version_field(model_id, version), quarantine.to_json()
+                )
+                pipe.publish(self.keys.changes, model_id)
             pipe.set(
                 self.keys.report(self.replica_id),
                 report.to_json(),
@@ -375,6 +424,8 @@ class Replica:
             pipe.sadd(self.keys.replicas, self.replica_id)
             pipe.publish(self.keys.reported, self.replica_id)
             await pipe.execute()
+        for key in written:
+            self._to_quarantine.pop(key, None)
 
 
 # -- running one ------------------------------------------------------------------------
@@ -392,6 +443,11 @@ class ReplicaSettings:
     max_body_bytes: int = 8 * 2**20
     inference_threads: int = 8  # 0: the model runs on the event loop (bench only)
     metrics: bool = True  # GET /metrics, and what it costs each request
+    # A version's trial load (a child process) must finish within this; keep it under
+    # the control plane's HOTSWAP_LOAD_TIMEOUT, which waits for the replicas' answers.
+    trial_timeout: float = 60.0
+    # Variables a model's own code needs, passed to its trial (which sees no others).
+    trial_environment: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReplicaSettings:
@@ -422,6 +478,12 @@ class ReplicaSettings:
                 environ=environ,
             ),
             metrics=env_bool("HOTSWAP_METRICS", default=defaults.metrics, environ=environ),
+            trial_timeout=env_seconds(
+                "HOTSWAP_TRIAL_TIMEOUT", default=defaults.trial_timeout, environ=environ
+            ),
+            trial_environment=tuple(
+                env_list("HOTSWAP_TRIAL_ENVIRONMENT", default=[], environ=environ)
+            ),
         )
 
     def replica(self, *, address: str = "", default_id: str = "") -> Replica:
@@ -432,6 +494,8 @@ class ReplicaSettings:
             address=address,
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_ttl=self.heartbeat_ttl,
+            trial_timeout=self.trial_timeout,
+            trial_environment=self.trial_environment,
         )
 
 

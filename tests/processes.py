@@ -157,6 +157,8 @@ def spawn_replica(
         "HOTSWAP_REPLICA_ID": replica_id,
         "HOTSWAP_HEARTBEAT_INTERVAL": str(heartbeat_interval),
         "HOTSWAP_HEARTBEAT_TTL": str(heartbeat_ttl),
+        # The gated models (tests/fleet_models.py) reach the test's Redis, in trials too.
+        "HOTSWAP_TRIAL_ENVIRONMENT": "REDIS_URL,HOTSWAP_NAMESPACE",
         **(env or {}),
     }
     log_path = log_dir / f"{replica_id}.log"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import aclosing
 from datetime import datetime
 from typing import Any
@@ -27,12 +27,13 @@ from .errors import FleetUnavailable
 from .fleet_keys import (
     NO_LIVE_REPLICA,
     FleetKeys,
+    parse_version_field,
     redis_client,
     text,
     unavailable_as_error,
     version_field,
 )
-from .fleet_versions import FleetVersions, desired_entry
+from .fleet_versions import FleetVersions, Quarantine, desired_entry
 from .hotswapper import ModelHotSwapper, Observer, SwapPolicy
 from .reports import ReplicaReport, live_reports, report_rounds
 from .results import SwapState, SwapStatus
@@ -281,22 +282,46 @@ class Fleet:
         *,
         specs: Iterable[VersionSpec],
         routes: dict[str, tuple[str, list[str]]],
+        settled: Iterable[str] = (),
+        quarantined: Mapping[tuple[str, str], Quarantine] | None = None,
     ) -> None:
-        """Restore specs, routes (active version, history) and the desired set.
+        """Restore specs, routes (active version, history), the desired set, quarantines.
 
         Each route's epoch goes past both what Redis still holds and the highest epoch
         any live replica applied, so replicas accept it as newer than what they serve.
+        For the `settled` models (no operation under way) the desired set is made to
+        match: a version asked for and never retired that does not serve is retired now
+        (one a failed operation left behind would otherwise load on every new replica).
+        Quarantines the database holds are written; ones only Redis holds stay, for the
+        control plane to record.
         """
         reports = await live_reports(self.redis, self.keys)
         epochs = await self.redis.hgetall(self.keys.epochs)
         held = {text(model_id): int(epoch) for model_id, epoch in epochs.items()}
+        desired = await self.redis.hgetall(self.keys.desired)
         first_request = await self.redis.incrby(self.keys.load_requests, len(routes) or 1)
+        settled = set(settled)
+        serving = {(model_id, active) for model_id, (active, _) in routes.items()}
+        now = time.time()
         async with self.redis.pipeline(transaction=True) as pipe:
             for spec in specs:
                 pipe.hset(
                     self.keys.specs,
                     version_field(spec.model_id, spec.version),
                     orjson.dumps(spec.as_dict()),
+                )
+            for field, raw in desired.items():
+                key = parse_version_field(field)
+                wanted = orjson.loads(raw)
+                if key[0] in settled and key not in serving and wanted["retire_at"] is None:
+                    pipe.hset(
+                        self.keys.desired,
+                        field,
+                        desired_entry(request=wanted["request"], retire_at=now),
+                    )
+            for (model_id, version), quarantine in (quarantined or {}).items():
+                pipe.hset(
+                    self.keys.quarantine, version_field(model_id, version), quarantine.to_json()
                 )
             for offset, (model_id, (active, history)) in enumerate(sorted(routes.items())):
                 floor = max([held.get(model_id, 0), *(r.epochs.get(model_id, 0) for r in reports)])

@@ -12,6 +12,7 @@ tests) share one Redis without touching each other's keys.
 | `history:{model}` | list | versions that served the model, oldest first |
 | `desired` | hash | `[model, version]` -> `{"request": n, "retire_at": t or null}` |
 | `load-requests` | counter | the `request` numbers of `desired` |
+| `quarantine` | hash | `[model, version]` -> `{"reason", "replica", "at"}`: loaded by no replica |
 | `replicas` | set | replica ids that registered (a member may have expired) |
 | `report:{id}` | string, TTL | the replica's latest `ReplicaReport`; its expiry is death |
 | `status:{model}` | string | the model's `SwapStatus` JSON |
@@ -54,6 +55,7 @@ class FleetKeys:
         self.epochs = prefix + "epochs"
         self.desired = prefix + "desired"
         self.load_requests = prefix + "load-requests"
+        self.quarantine = prefix + "quarantine"
         self.replicas = prefix + "replicas"
         self.changes = prefix + "changes"
         self.reported = prefix + "reported"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
@@ -33,6 +34,10 @@ LOAD_TIMED_OUT = (
 )
 NOT_LOADED_ON = "not loaded on replica {replica}"
 NO_REPLICA_TO_CHECK = "no live replica has it loaded: no live replica at all"
+QUARANTINED = (
+    "version {version!r} of model {model_id!r} is quarantined ({reason}): no replica loads "
+    "it until someone clears the quarantine"
+)
 # A version whose unload is nearer than this is not kept warm but loaded again: a
 # replica may unload it before the cancellation reaches it (or by a clock a little ahead).
 WARM_MARGIN = 10.0
@@ -40,6 +45,23 @@ WARM_MARGIN = 10.0
 
 def desired_entry(*, request: int, retire_at: float | None) -> bytes:
     return orjson.dumps({"request": request, "retire_at": retire_at})
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """Why no replica loads a version: its trial crashed, hung or broke its limit."""
+
+    reason: str
+    replica: str
+    at: float
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"reason": self.reason, "replica": self.replica, "at": self.at})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Quarantine:
+        data = orjson.loads(raw)
+        return cls(reason=str(data["reason"]), replica=str(data["replica"]), at=float(data["at"]))
 
 
 class FleetVersions:
@@ -71,6 +93,10 @@ class FleetVersions:
         """Have every live replica load the version and check its health."""
         if await self.spec(model_id, version) is None:
             await self._refuse_unknown(model_id, version)
+        raw = await self._redis.hget(self._keys.quarantine, version_field(model_id, version))
+        if raw is not None:
+            reason = Quarantine.from_json(raw).reason
+            raise LoadError(QUARANTINED.format(model_id=model_id, version=version, reason=reason))
         if not await live_reports(self._redis, self._keys):
             raise FleetUnavailable(NO_LIVE_REPLICA)
         request = await self._redis.incr(self._keys.load_requests)
@@ -147,6 +173,26 @@ class FleetVersions:
                 field,
                 desired_entry(request=request, retire_at=time.time() + max(after, 0.0)),
             )
+            pipe.publish(self._keys.changes, model_id)
+            await pipe.execute()
+
+    @unavailable_as_error
+    async def quarantined(self) -> dict[tuple[str, str], Quarantine]:
+        """Every quarantined version, with why and where."""
+        entries = await self._redis.hgetall(self._keys.quarantine)
+        return {parse_version_field(f): Quarantine.from_json(raw) for f, raw in entries.items()}
+
+    @unavailable_as_error
+    async def set_quarantine(
+        self, model_id: str, version: str, quarantine: Quarantine | None
+    ) -> None:
+        """Quarantine a version (a database record, republished), or clear it (None)."""
+        field = version_field(model_id, version)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if quarantine is None:
+                pipe.hdel(self._keys.quarantine, field)
+            else:
+                pipe.hset(self._keys.quarantine, field, quarantine.to_json())
             pipe.publish(self._keys.changes, model_id)
             await pipe.execute()
 

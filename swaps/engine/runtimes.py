@@ -5,8 +5,9 @@ memory the load kept, and hands back a `LoadedModel` whose `predict` takes named
 arrays and returns named output arrays, the primary one first. Every failure becomes a
 `LoadError` that names the version, the artifact and the cause.
 
-Artifacts are trusted code: a joblib file unpickles arbitrary objects and a python
-factory runs arbitrary code, so only operators may register them.
+Artifacts are code: a joblib file unpickles arbitrary objects and a python factory runs
+arbitrary code. Replicas never call `load` on a version before a trial in a child
+process loaded it safely (`sandbox.py`).
 
 `predict` may be called from many threads at once: scikit-learn's predict and ONNX
 Runtime's `InferenceSession.run` are thread-safe, and a python factory's model must be.
@@ -26,7 +27,7 @@ import joblib
 import numpy as np
 
 from .errors import LoadError
-from .memory import measure_retained_memory
+from .memory import RetainedMemory, measure_retained_memory
 from .spec import RUNTIMES, TensorSpec, VersionSpec
 from .tensors import numpy_dtype, v2_datatype
 
@@ -97,8 +98,12 @@ class _Cause(Exception):
     """Why a load failed, already in words fit for the LoadError message."""
 
 
-def load(spec: VersionSpec) -> RuntimeModel:
-    """Load `spec`'s artifact with its runtime; raise `LoadError` on any failure."""
+def load(spec: VersionSpec, *, measure: bool = True) -> RuntimeModel:
+    """Load `spec`'s artifact with its runtime; raise `LoadError` on any failure.
+
+    `measure=False` skips the memory measurement (and its process-wide lock): for a
+    caller that measured the same load elsewhere (`sandbox.Sandbox.load`, in a trial).
+    """
     loader = _LOADERS.get(spec.runtime)
     if loader is None:
         cause = UNKNOWN_RUNTIME.format(runtime=spec.runtime, expected=", ".join(RUNTIMES))
@@ -111,8 +116,11 @@ def load(spec: VersionSpec) -> RuntimeModel:
         cause = f"the {spec.runtime} runtime cannot be imported ({exc})"
         raise LoadError(_failure(spec, cause)) from exc
     try:
-        with measure_retained_memory() as memory:
-            parts = loader(spec)
+        if measure:
+            with measure_retained_memory() as memory:
+                parts = loader(spec)
+        else:
+            parts, memory = loader(spec), RetainedMemory()
     except _Cause as exc:
         raise LoadError(_failure(spec, str(exc))) from exc
     # Whatever else the artifact's code throws (even SystemExit) fails this version only.
