@@ -24,7 +24,7 @@ from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from swaps import audit, documents, permissions, registry, rollbacks, swapping, tokens
+from swaps import audit, documents, permissions, quarantine, registry, rollbacks, swapping, tokens
 from swaps.engine.errors import SwapError
 from swaps.models import Swap
 from swaps.refusals import (
@@ -158,6 +158,16 @@ def restore_version(request, user, body, *, via, model, version):
         model=model, version=version, user=user, via=via, restore=True
     )
     return 200, documents.version_document(restored)
+
+
+@endpoint(
+    "POST",
+    action=audit.CLEAR_QUARANTINE,
+    needs=(permissions.REGISTER_VERSION, "clear a quarantine"),
+)
+def clear_quarantine(request, user, body, *, via, model, version):
+    cleared = quarantine.clear(model=model, version=version, user=user, via=via)
+    return 200, documents.version_document(cleared)
 
 
 @endpoint(

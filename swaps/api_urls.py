@@ -20,6 +20,11 @@ urlpatterns = [
         api.restore_version,
         name="api-restore",
     ),
+    path(
+        "models/<str:model>/versions/<str:version>/clear-quarantine",
+        api.clear_quarantine,
+        name="api-clear-quarantine",
+    ),
     path("models/<str:model>/swaps", api.start_swap, name="api-swaps"),
     path("models/<str:model>/status", api.model_status, name="api-status"),
     path("models/<str:model>/rollbacks", api.request_rollback, name="api-rollbacks"),

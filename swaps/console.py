@@ -80,16 +80,18 @@ def audit_context(served: ServedModel, page: Any = 1) -> dict[str, Any]:
 def swap_form_context(served: ServedModel) -> dict[str, Any]:
     """`swap-form`: from the active version to any other registered one, unless an
     operation of the model is under way (the server would refuse a second)."""
-    targets = served.versions.exclude(pk=served.active_version_id).filter(retired_at=None)
+    targets = served.versions.exclude(pk=served.active_version_id).filter(
+        retired_at=None, quarantined_at=None
+    )
     under_way = swaps_of(served.swaps.filter(state__in=Swap.RUNNING)).first()
     return {"model": served, "swap_targets": list(targets), "under_way": under_way}
 
 
 def rollback_context(served: ServedModel) -> dict[str, Any]:
     """`rollback`: a button per version this model served before, and its requests."""
-    targets = served.versions.filter(first_served_at__isnull=False, retired_at=None).exclude(
-        pk=served.active_version_id
-    )
+    targets = served.versions.filter(
+        first_served_at__isnull=False, retired_at=None, quarantined_at=None
+    ).exclude(pk=served.active_version_id)
     waiting = requests_of(served.rollback_requests.filter(state=RollbackRequest.State.PENDING))
     return {"model": served, "rollback_targets": list(targets), "model_waiting": list(waiting)}
 

@@ -32,6 +32,8 @@ def version_document(version: ModelVersion) -> dict[str, Any]:
         "registered_at": _time(version.registered_at),
         "first_served_at": _time(version.first_served_at),
         "retired_at": _time(version.retired_at),
+        "quarantined_at": _time(version.quarantined_at),
+        "quarantine_reason": version.quarantine_reason,
     }
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import connections
 
 from swaps.engine.fleet import Fleet
+from swaps.engine.fleet_versions import Quarantine
 from swaps.engine.hotswapper import ModelHotSwapper, Observer, SwapPolicy
 from swaps.engine.ports import InflightTracker, Router, StatusBoard, VersionManager
 from swaps.engine.spec import VersionSpec
@@ -31,6 +32,7 @@ from swaps.models import ModelVersion, ServedModel, Swap
 
 log = logging.getLogger(__name__)
 
+Key = tuple[str, str]
 T = TypeVar("T")
 # How often the control plane polls replica reports while it waits for acks and loads:
 # the floor of a rollback's latency, so well under the fleet's default.
@@ -48,7 +50,18 @@ class Engine(Protocol):
     async def publish_spec(self, spec: VersionSpec) -> None: ...
 
     async def republish(
-        self, *, specs: Iterable[VersionSpec], routes: dict[str, tuple[str, list[str]]]
+        self,
+        *,
+        specs: Iterable[VersionSpec],
+        routes: dict[str, tuple[str, list[str]]],
+        settled: Iterable[str] = (),
+        quarantined: Mapping[Key, Quarantine] | None = None,
+    ) -> None: ...
+
+    async def quarantined(self) -> dict[Key, Quarantine]: ...
+
+    async def set_quarantine(
+        self, model_id: str, version: str, quarantine: Quarantine | None
     ) -> None: ...
 
     async def is_empty(self) -> bool: ...
@@ -131,6 +144,8 @@ class Snapshot:
     specs: list[VersionSpec]
     routes: dict[str, tuple[str, list[str]]]  # model -> (active version, versions served)
     running: frozenset[str]  # models with an operation under way
+    models: frozenset[str] = frozenset()
+    quarantined: dict[Key, Quarantine] = field(default_factory=dict)
 
 
 def database_snapshot() -> Snapshot:
@@ -149,8 +164,19 @@ def database_snapshot() -> Snapshot:
     running = Swap.objects.filter(state__in=Swap.RUNNING).values_list(
         "served_model__name", flat=True
     )
+    quarantined = {
+        (v.served_model.name, v.version): Quarantine(
+            reason=v.quarantine_reason, replica="", at=v.quarantined_at.timestamp()
+        )
+        for v in versions
+        if v.quarantined_at is not None
+    }
     return Snapshot(
-        specs=[v.as_spec() for v in versions], routes=routes, running=frozenset(running)
+        specs=[v.as_spec() for v in versions],
+        routes=routes,
+        running=frozenset(running),
+        models=frozenset(ServedModel.objects.values_list("name", flat=True)),
+        quarantined=quarantined,
     )
 
 
@@ -163,12 +189,19 @@ async def republish(engine: Engine, *, keep_running: bool = False) -> Snapshot:
     """
     snapshot = await sync_to_async(database_snapshot)()
     routes = dict(snapshot.routes)
+    settled = set(snapshot.models - snapshot.running)
     if keep_running:
-        for model_id in list(routes):
+        for model_id in snapshot.models:
             status = await engine.board.get(model_id)
             if model_id in snapshot.running or (status is not None and status.state.running):
-                del routes[model_id]
-    await engine.republish(specs=snapshot.specs, routes=routes)
+                routes.pop(model_id, None)
+                settled.discard(model_id)
+    await engine.republish(
+        specs=snapshot.specs,
+        routes=routes,
+        settled=settled,
+        quarantined=snapshot.quarantined,
+    )
     log.info(
         "republished %d versions and %d routes from the database",
         len(snapshot.specs),

@@ -70,6 +70,10 @@ class ModelVersion(models.Model):
     # A retired version is no swap's or rollback's target and in no form; it stays in the
     # records and their history. Set and cleared by registry.retire_version.
     retired_at = models.DateTimeField(null=True, blank=True)
+    # A quarantined version crashed, hung or broke its memory limit in a replica's trial
+    # load: no replica loads it and it is no target until someone clears it (quarantine.py).
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+    quarantine_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["served_model__name", "registered_at", "id"]

@@ -23,7 +23,7 @@ from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from swaps import audit, fleet_state, jobs, leases
+from swaps import audit, fleet_state, jobs, leases, quarantine
 from swaps.engine.errors import SwapError
 from swaps.models import Swap
 
@@ -43,6 +43,7 @@ class SweepReport:
     republished: bool = False
     recovering: list[int] = field(default_factory=list)  # swap ids handed to recovery jobs
     fleet_error: str = ""
+    quarantined: list[str] = field(default_factory=list)  # versions recorded as quarantined
 
 
 def sweep() -> SweepReport:
@@ -61,6 +62,9 @@ def sweep() -> SweepReport:
             outcome="accepted",
             details={"reason": REDIS_EMPTY},
         )
+    report.quarantined = [
+        f"{v.served_model.name} {v.version}" for v in quarantine.record_fleet_quarantines()
+    ]
     running = list(Swap.objects.filter(state__in=Swap.RUNNING).select_related("served_model"))
     if not running:
         return report

@@ -165,8 +165,6 @@ class Replica:
     async def start(self) -> None:
         if self._tasks:
             return
-        if self.sandbox is not None:
-            self.sandbox.start()
         self._tasks = [
             asyncio.create_task(self._keep_in_step(), name=f"replica {self.replica_id} sync"),
             asyncio.create_task(self._listen(), name=f"replica {self.replica_id} changes"),
@@ -278,10 +276,15 @@ class Replica:
         self._synced = True
 
     def _register(self, specs: Mapping[bytes, bytes]) -> None:
+        runtimes = set()
         for field, raw in specs.items():
             if self._specs.get(field) != raw:
-                self.versions.register(VersionSpec.from_dict(orjson.loads(raw)))
+                spec = VersionSpec.from_dict(orjson.loads(raw))
+                self.versions.register(spec)
                 self._specs[field] = raw
+                runtimes.add(spec.runtime)
+        if self.sandbox is not None and runtimes:
+            self.sandbox.start(runtimes)  # before the first load needs it
 
     def _apply_routes(
         self, routes: dict[str, str], epochs: dict[str, int], incarnation: str

@@ -35,6 +35,7 @@ from swaps.refusals import (
 )
 from swaps.registry import UNKNOWN_VERSION, get_model
 from swaps.swapping import (
+    QUARANTINED,
     RETIRED,
     claim,
     create_operation,
@@ -266,6 +267,10 @@ def _check_target(served: ServedModel, version: Any, *, reason: Any) -> ModelVer
         problems["target_version"] = NOT_SERVED_BEFORE.format(version=version, model=served.name)
     elif target.retired_at is not None:
         problems["target_version"] = RETIRED.format(model=served.name, version=version)
+    elif target.quarantined_at is not None:
+        problems["target_version"] = QUARANTINED.format(
+            model=served.name, version=version, reason=target.quarantine_reason
+        )
     if problems:
         raise invalid_fields(problems)
     return target

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from swaps import audit, fleet_state, leases, notify, permissions
+from swaps import audit, fleet_state, leases, notify, permissions, quarantine
 from swaps.engine.errors import SwapError
 from swaps.engine.fleet_keys import REDIS_DOWN
 from swaps.engine.hotswapper import ModelHotSwapper
@@ -37,6 +37,10 @@ from swaps.registry import UNKNOWN_VERSION, get_model
 log = logging.getLogger(__name__)
 
 RETIRED = "version {version!r} of model {model!r} is retired: restore it to swap to it"
+QUARANTINED = (
+    "version {version!r} of model {model!r} is quarantined ({reason}): clear the quarantine "
+    "to try it again"
+)
 GATED_ROLLBACK = (
     "version {version!r} served model {model!r} before, and the model's rollbacks need a "
     "second person's approval: going back to it is a rollback, so request one"
@@ -214,6 +218,10 @@ def _check_swap(
         problems["to_version"] = UNKNOWN_VERSION.format(model=served.name, version=to_version)
     elif target.retired_at is not None:
         problems["to_version"] = RETIRED.format(model=served.name, version=to_version)
+    elif target.quarantined_at is not None:
+        problems["to_version"] = QUARANTINED.format(
+            model=served.name, version=to_version, reason=target.quarantine_reason
+        )
     elif served.rollback_requires_approval and target.first_served_at and active is not None:
         # Back to a version that served before is a rollback by another name: it takes
         # the second person the model's rollbacks need.
@@ -272,7 +280,12 @@ def run_swap(*, swap_id: int) -> Swap:
                 requests_drained=result.requests_drained if result.success else None,
             )
 
-    return _run_operation(swap_id, operation)
+    swap = _run_operation(swap_id, operation)
+    if swap.state == Swap.State.FAILED:
+        # A replica may have quarantined the target on the way: show it now, not at
+        # the next sweep.
+        quarantine.record_fleet_quarantines()
+    return swap
 
 
 def resume_swap(*, swap_id: int, reason: str = "", takes_over: str | None = None) -> Swap:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 from swaps.engine import runtimes
+from swaps.engine.fleet_versions import Quarantine
 from swaps.engine.hotswapper import ModelHotSwapper, Observer, SwapPolicy
 from swaps.engine.local import LocalStack, local_stack
 from swaps.engine.ports import LoadedModel
@@ -44,13 +45,21 @@ class LocalEngine:
         self.dispatcher = self.stack.dispatcher
         self.empty = False  # a test sets it to play a Redis that came back empty
         self.republished: list[dict[str, tuple[str, list[str]]]] = []
+        # What the fleet's quarantine (Redis) holds; a test writes here as a replica would.
+        self.quarantines: dict[tuple[str, str], Quarantine] = {}
 
     async def publish_spec(self, spec: VersionSpec) -> None:
         self.versions.register(spec)
 
     async def republish(
-        self, *, specs: Iterable[VersionSpec], routes: dict[str, tuple[str, list[str]]]
+        self,
+        *,
+        specs: Iterable[VersionSpec],
+        routes: dict[str, tuple[str, list[str]]],
+        settled: Iterable[str] = (),
+        quarantined: Mapping[tuple[str, str], Quarantine] | None = None,
     ) -> None:
+        self.quarantines.update(quarantined or {})
         for spec in specs:
             self.versions.register(spec)
         for model_id, (active, history) in routes.items():
@@ -60,6 +69,17 @@ class LocalEngine:
                     self.router.apply(model_id, version, await self.router.epoch(model_id) + 1)
         self.republished.append(routes)
         self.empty = False
+
+    async def quarantined(self) -> dict[tuple[str, str], Quarantine]:
+        return dict(self.quarantines)
+
+    async def set_quarantine(
+        self, model_id: str, version: str, quarantine: Quarantine | None
+    ) -> None:
+        if quarantine is None:
+            self.quarantines.pop((model_id, version), None)
+        else:
+            self.quarantines[model_id, version] = quarantine
 
     async def is_empty(self) -> bool:
         return self.empty

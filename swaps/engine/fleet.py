@@ -276,6 +276,14 @@ class Fleet:
         """Whether Redis has lost (or never had) this fleet's state: republish it then."""
         return not await self.redis.exists(self.keys.incarnation)
 
+    async def quarantined(self) -> dict[tuple[str, str], Quarantine]:
+        return await self.versions.quarantined()
+
+    async def set_quarantine(
+        self, model_id: str, version: str, quarantine: Quarantine | None
+    ) -> None:
+        await self.versions.set_quarantine(model_id, version, quarantine)
+
     @unavailable_as_error
     async def republish(
         self,

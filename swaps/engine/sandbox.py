@@ -156,12 +156,13 @@ class Sandbox:
 
     # -- the server -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the trial server now, without waiting for it: the first load then
-        finds it warm (it takes about a second to import the runtimes)."""
+    def start(self, runtimes: Iterable[str] = ()) -> None:
+        """Start the trial server now, without waiting for it, importing the `runtimes`'
+        frameworks as it starts: the first trial then finds it warm (scikit-learn takes
+        about a second to import). No-op when it runs already."""
         with self._lock:
             if self._server is None or self._server.poll() is not None:
-                self._server, self._ready = self._spawn(), False
+                self._server, self._ready = self._spawn(sorted(set(runtimes))), False
 
     def _running(self) -> subprocess.Popen:
         """The trial server, started if need be and ready (call with the lock held)."""
@@ -180,7 +181,7 @@ class Sandbox:
             ).start()
         return server
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self, runtimes: list[str] | None = None) -> subprocess.Popen:
         names = (*TRIAL_ENVIRONMENT, *self.passed_environment)
         environment = {name: os.environ[name] for name in names if name in os.environ}
         # What this process can import, the trial can: the packages and the operator's
@@ -190,7 +191,7 @@ class Sandbox:
         # OpenMP pool started in the server would be left half alive in the child.
         environment["OPENBLAS_NUM_THREADS"] = environment["OMP_NUM_THREADS"] = "1"
         return subprocess.Popen(
-            [self._python, "-m", "swaps.engine.trial_server"],
+            [self._python, "-m", "swaps.engine.trial_server", *(runtimes or ())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=environment,

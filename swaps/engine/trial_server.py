@@ -3,8 +3,9 @@
 `sandbox.Sandbox` starts it as `python -m swaps.engine.trial_server` with an environment
 that holds no secrets (no Redis URL, no fleet key, no database) and talks to it in JSON
 lines. It imports the runtimes' frameworks once, so a trial costs a fork rather than a
-Python start-up and a scikit-learn import (about 1.5 s on a 2-core host). For every
-request it forks a child that:
+Python start-up and a scikit-learn import (about 1.5 s on a 2-core host): each runtime's
+framework the first time a version of it is tried, and whatever else of the framework
+packages a trial imported, after it. For every request it forks a child that:
 
 - drops its core-dump limit and caps its address space at what it already maps plus the
   version's memory limit plus `slack`, so a runaway allocation fails in the child;
@@ -71,7 +72,9 @@ def main() -> None:
     # Whatever the artifact prints must not reach stdout, which carries the answers.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    _warm(module for modules in runtimes.FRAMEWORKS.values() for module in modules)
+    # The runtimes the fleet's versions use, named by the serving process: imported
+    # while it starts up, rather than in the way of its first trial.
+    _warm(module for runtime in sys.argv[1:] for module in runtimes.FRAMEWORKS.get(runtime, ()))
     answers.write(READY)
     _serve(answers)
 
@@ -129,6 +132,11 @@ def _serve(answers) -> None:
 
 
 def _start(request: dict) -> _Trial:
+    # A runtime's framework is imported the first time one of its versions is tried,
+    # not at start: a replica serving only python versions never pays for scikit-learn.
+    framework = runtimes.FRAMEWORKS.get(request["spec"].get("runtime"), ())
+    if any(module not in sys.modules for module in framework):
+        _warm(framework)
     read_end, write_end = os.pipe()
     started = time.monotonic()
     pid = os.fork()

@@ -1,0 +1,55 @@
+"""Republishing makes the fleet's desired set and quarantine match the database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from swaps.engine.fleet import Fleet
+from swaps.engine.fleet_keys import version_field
+from swaps.engine.fleet_versions import Quarantine, desired_entry
+from tests.fleet_models import gated_spec
+
+
+def test_republish_retires_what_a_failed_operation_left_desired_and_writes_quarantines(
+    redis_url, redis_namespace
+):
+    specs = [gated_spec(version="1"), gated_spec(version="2"), gated_spec(version="3")]
+    crashed = Quarantine(reason="its load crashed the process that tried it", replica="", at=1.0)
+
+    async def scenario() -> dict:
+        fleet = Fleet.from_url(redis_url, namespace=redis_namespace)
+        try:
+            keys = fleet.keys
+            # Version 2: asked for by a swap whose runner died, never retired (the entry
+            # that made every new replica load a crashing version at start). Version 3:
+            # kept warm after a swap, its unload already scheduled.
+            await fleet.redis.hset(
+                keys.desired, version_field("held", "2"), desired_entry(request=7, retire_at=None)
+            )
+            await fleet.redis.hset(
+                keys.desired, version_field("held", "3"), desired_entry(request=5, retire_at=9e9)
+            )
+            await fleet.republish(
+                specs=specs,
+                routes={"held": ("1", ["3", "1"])},
+                settled={"held"},
+                quarantined={("held", "2"): crashed},
+            )
+            desired = {
+                field: orjson.loads(raw)
+                for field, raw in (await fleet.redis.hgetall(keys.desired)).items()
+            }
+            return {"desired": desired, "quarantined": await fleet.quarantined()}
+        finally:
+            await fleet.redis.aclose()
+
+    state = asyncio.run(scenario())
+
+    desired = state["desired"]
+    assert desired[version_field("held", "1")]["retire_at"] is None
+    assert desired[version_field("held", "2")]["retire_at"] is not None
+    assert desired[version_field("held", "2")]["request"] == 7
+    assert desired[version_field("held", "3")]["retire_at"] == 9e9  # its keep-warm stands
+    assert state["quarantined"] == {("held", "2"): crashed}
