@@ -79,6 +79,8 @@ def harmless() -> Model:
     return _echo
 
 
+# Its own spec, not tests.fleet_models.gated_spec: importing that module (and redis) in a
+# trial would count 16 MB of it as the version's memory, which the tests here measure.
 def hostile_spec(
     factory: str, *, model_id: str = "hostile", version: str = "1", memory_mb: int = 64
 ) -> VersionSpec:
