@@ -24,6 +24,7 @@ import importlib
 import itertools
 import logging
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -171,10 +172,14 @@ class Sandbox:
         server = self._server
         if not self._ready:
             assert server.stdout is not None
-            if not server.stdout.readline():
+            # Bounded: a server stuck importing must not hold the lock (every load) for good.
+            ready, _, _ = select.select([server.stdout], [], [], self.timeout)
+            if not ready or not server.stdout.readline():
+                server.kill()
                 server.wait()
                 self._server = None
-                raise LoadError(SERVER_FAILED.format(cause=f"exit status {server.returncode}"))
+                cause = "it did not start" if not ready else f"exit status {server.returncode}"
+                raise LoadError(SERVER_FAILED.format(cause=cause))
             self._ready = True
             threading.Thread(
                 target=self._read_answers, args=(server,), name="trial answers", daemon=True

@@ -140,3 +140,20 @@ def test_a_trial_server_that_was_killed_is_started_again(sandbox):
     else:
         pytest.fail("no trial ran after the server was killed")
     assert sandbox._server is not server
+
+
+def test_a_trial_server_that_never_starts_fails_the_load_within_the_time_limit(tmp_path):
+    stuck = tmp_path / "stuck-python"
+    stuck.write_text("#!/bin/sh\nexec sleep 600\n")
+    stuck.chmod(0o755)
+    sandbox = Sandbox(timeout=0.5, python=str(stuck))
+
+    with pytest.raises(LoadError) as failure:
+        sandbox.trial(hostile_spec("harmless"))
+
+    assert (
+        failure.value.message
+        == "the trial server stopped (it did not start); the load was not tried"
+    )
+    assert not isinstance(failure.value, ContainedLoadFailure)  # not the version's fault
+    assert sandbox._server is None
