@@ -25,17 +25,31 @@ STARTUP_TIMEOUT = 180.0
 IRIS_ROW = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}
 
 
+# A demo binds fixed ports (a replica it restarts comes back on its own), so it cannot
+# take port 0. Its ports are chosen below the kernel's ephemeral range, from a block of
+# this xdist worker's own: no other test's `free_port()` (an ephemeral port) and no
+# other worker's demo can take one between the choice here and the demo's bind.
+DEMO_PORTS_START = 10000
+
+
 def free_base_port(count: int) -> int:
     """A port P such that P ... P+count-1 are all free (the demo's console and replicas)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    block = (_ephemeral_ports_start() - DEMO_PORTS_START) // workers
+    start = DEMO_PORTS_START + worker * block
+    for base in range(start, start + block - count, count):
         if all(_free(port) for port in range(base, base + count)):
             return base
-    raise RuntimeError(f"found no {count} consecutive free ports")
+    raise RuntimeError(f"found no {count} consecutive free ports from {start}")
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _free(port: int) -> bool:
