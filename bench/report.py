@@ -43,7 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from swaps.demo_models import build_demo_models  # noqa: E402
 from swaps.engine.fleet import Fleet  # noqa: E402
 from swaps.engine.hotswapper import SwapPolicy  # noqa: E402
-from tests.processes import ReplicaProcess, start_redis, start_replicas  # noqa: E402
+from tests.processes import ReplicaProcess, fleet_seal, start_redis, start_replicas  # noqa: E402
 
 OUT = ROOT / "bench" / "report"
 BODY = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32",
@@ -126,7 +126,9 @@ async def operations(fleet: Fleet, *, seconds: float, t0: float) -> list[Event]:
 async def run(args: argparse.Namespace) -> tuple[list[Answer], list[Event]]:
     work = Path(tempfile.mkdtemp(prefix="bench-report-"))
     server = start_redis(work)
-    fleet = Fleet.from_url(server.url, namespace=f"report-{uuid.uuid4().hex[:6]}")
+    fleet = Fleet.from_url(
+        server.url, namespace=f"report-{uuid.uuid4().hex[:6]}", seal=fleet_seal()
+    )
     replicas: list[ReplicaProcess] = []
     try:
         for spec in build_demo_models(work / "models")[:2]:

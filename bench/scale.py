@@ -46,6 +46,7 @@ from swaps.engine.fleet import Fleet  # noqa: E402
 from tests.fleet_models import gate_key, gated_spec  # noqa: E402
 from tests.processes import (  # noqa: E402
     ReplicaProcess,
+    fleet_seal,
     start_redis,
     start_replicas,
 )
@@ -103,7 +104,9 @@ async def measure_size(
     count: int, *, redis_url: str, log_dir: Path, args: argparse.Namespace
 ) -> Size:
     namespace = f"scale-{count}-{uuid.uuid4().hex[:6]}"
-    fleet = Fleet.from_url(redis_url, namespace=namespace, heartbeat_ttl=HEARTBEAT_TTL)
+    fleet = Fleet.from_url(
+        redis_url, namespace=namespace, seal=fleet_seal(), heartbeat_ttl=HEARTBEAT_TTL
+    )
     counters = RedisCounters(redis_url)
     replicas: list[ReplicaProcess] = []
     try:

@@ -50,6 +50,7 @@ from swaps.engine.hotswapper import SwapPolicy  # noqa: E402
 from tests.processes import (  # noqa: E402
     Process,
     drop_namespace,
+    fleet_seal,
     free_port,
     spawn_replica,
     start_replicas,
@@ -192,7 +193,7 @@ async def bench(args: argparse.Namespace) -> None:
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     log_dir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     specs = build_demo_models(log_dir / "models")
-    fleet = Fleet.from_url(redis_url, namespace=namespace)
+    fleet = Fleet.from_url(redis_url, namespace=namespace, seal=fleet_seal())
     script = log_dir / "infer.lua"
     script.write_text(WRK_SCRIPT)
     processes: list[Process] = []

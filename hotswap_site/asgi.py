@@ -45,6 +45,7 @@ def http_application(*, serves_v2: bool):
         heartbeat_interval=settings.HOTSWAP_HEARTBEAT_INTERVAL,
         heartbeat_ttl=settings.HOTSWAP_HEARTBEAT_TTL,
         max_body_bytes=settings.HOTSWAP_MAX_BODY_BYTES,
+        fleet_keys=settings.HOTSWAP_FLEET_KEYS,
     )
     return mount(
         fallback=django_asgi_app,

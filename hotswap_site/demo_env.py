@@ -18,7 +18,7 @@ from pathlib import Path
 
 FILE_NAME = "demo.env"
 # What the demo's processes must agree on with a command that wants to reach them.
-SHARED = ("REDIS_URL", "DATABASE_URL", "HOTSWAP_NAMESPACE", "HOTSWAP_RQ_QUEUE")
+SHARED = ("REDIS_URL", "DATABASE_URL", "HOTSWAP_NAMESPACE", "HOTSWAP_RQ_QUEUE", "HOTSWAP_FLEET_KEY")
 
 
 def path(environ: Mapping[str, str], base_dir: Path) -> Path:
@@ -28,7 +28,11 @@ def path(environ: Mapping[str, str], base_dir: Path) -> Path:
 def write(target: Path, environ: Mapping[str, str]) -> None:
     """Record the demo's shared settings (only those its environment sets)."""
     lines = [f"{name}={environ[name]}" for name in SHARED if environ.get(name)]
-    target.write_text("".join(f"{line}\n" for line in lines))
+    # It holds the fleet key: readable by this user only, from its first byte.
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write("".join(f"{line}\n" for line in lines))
 
 
 def load(environ: MutableMapping[str, str], base_dir: Path) -> Path | None:

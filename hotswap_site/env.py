@@ -144,3 +144,22 @@ def env_database(
         return dj_database_url.parse(url)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} is not a database URL Django can use: {exc}") from None
+
+
+def env_fleet_keys(
+    *, default: str = "", environ: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """HOTSWAP_FLEET_KEY (and HOTSWAP_FLEET_KEY_PREVIOUS while rotating): the keys that
+    seal what the fleet keeps in Redis (swaps/engine/seal.py). Unset without a
+    `default`, or too short, stops start-up naming the variable."""
+    from swaps.engine.seal import Seal  # standard library only: no Django app needed
+
+    keys = (
+        env_str("HOTSWAP_FLEET_KEY", default=default, environ=environ),
+        env_str("HOTSWAP_FLEET_KEY_PREVIOUS", default="", environ=environ),
+    )
+    try:
+        Seal(keys)
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
+    return tuple(key for key in keys if key)

@@ -1,10 +1,10 @@
 """Hotswap's Django settings: one file, every deploy-time value from the environment.
 
 The defaults run the laptop demo (DEBUG on, SQLite under run/, Redis on localhost).
-Production sets at least DEBUG=off, SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL and
-REDIS_URL; see the Configuration table in README.md. A malformed value stops start-up
-with the variable's name (hotswap_site/env.py); values that are well-formed but unwise
-together are reported by system checks (swaps/checks.py).
+Production sets at least DEBUG=off, SECRET_KEY, HOTSWAP_FLEET_KEY, ALLOWED_HOSTS,
+DATABASE_URL and REDIS_URL; see the Configuration table in README.md. A malformed value
+stops start-up with the variable's name (hotswap_site/env.py); values that are
+well-formed but unwise together are reported by system checks (swaps/checks.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from hotswap_site.env import (
     env_bool,
     env_choice,
     env_database,
+    env_fleet_keys,
     env_int,
     env_key_prefix,
     env_list,
@@ -36,6 +37,11 @@ if DEBUG:
     SECRET_KEY = env_str("SECRET_KEY", default=DEV_SECRET_KEY)
 else:
     SECRET_KEY = env_required("SECRET_KEY", reason="when DEBUG is off")
+
+# Seals what the fleet keeps in Redis (specs, routes, desired versions, quarantines):
+# every console, worker and replica process holds the same one, and Redis never sees it.
+DEV_FLEET_KEY = "hotswap-insecure-dev-fleet-key-for-the-laptop-only"
+HOTSWAP_FLEET_KEYS = env_fleet_keys(default=DEV_FLEET_KEY if DEBUG else "")
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")

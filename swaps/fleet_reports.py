@@ -18,6 +18,7 @@ from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_keys import REDIS_DOWN
 from swaps.engine.reports import ReplicaReport
 from swaps.engine.results import HealthCheckResult
+from swaps.engine.seal import Seal
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ def open_fleet() -> Fleet:
     return Fleet.from_url(
         settings.REDIS_URL,
         namespace=settings.HOTSWAP_NAMESPACE,
+        seal=Seal(settings.HOTSWAP_FLEET_KEYS),
         heartbeat_ttl=settings.HOTSWAP_HEARTBEAT_TTL,
         socket_timeout=2.0,
     )

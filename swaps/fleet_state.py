@@ -27,6 +27,7 @@ from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_versions import Quarantine
 from swaps.engine.hotswapper import ModelHotSwapper, Observer, SwapPolicy
 from swaps.engine.ports import InflightTracker, Router, StatusBoard, VersionManager
+from swaps.engine.seal import Seal
 from swaps.engine.spec import VersionSpec
 from swaps.models import ModelVersion, ServedModel, Swap
 
@@ -79,6 +80,7 @@ async def open_fleet() -> AsyncIterator[Engine]:
     fleet = Fleet.from_url(
         settings.REDIS_URL,
         namespace=settings.HOTSWAP_NAMESPACE,
+        seal=Seal(settings.HOTSWAP_FLEET_KEYS),
         heartbeat_ttl=settings.HOTSWAP_HEARTBEAT_TTL,
         ack_timeout=settings.HOTSWAP_ACK_TIMEOUT,
         load_timeout=settings.HOTSWAP_LOAD_TIMEOUT,

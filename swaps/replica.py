@@ -36,9 +36,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
+from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio import Redis
 
-from hotswap_site.env import env_bool, env_int, env_key_prefix, env_list, env_seconds, env_str
+from hotswap_site.env import (
+    env_bool,
+    env_fleet_keys,
+    env_int,
+    env_key_prefix,
+    env_list,
+    env_seconds,
+    env_str,
+)
 
 from . import logs
 from .engine import sandbox
@@ -60,6 +69,7 @@ from .engine.results import HealthCheckResult, utcnow
 from .engine.router import LocalRouter
 from .engine.runtimes import describe_exception
 from .engine.sandbox import ContainedLoadFailure
+from .engine.seal import Seal
 from .engine.serving import Dispatcher
 from .engine.spec import VersionSpec
 from .engine.versions import LocalVersions
@@ -94,6 +104,7 @@ class Replica:
         redis: Redis,
         *,
         namespace: str,
+        seal: Seal,
         replica_id: str,
         address: str = "",
         heartbeat_interval: float = 0.5,
@@ -109,6 +120,7 @@ class Replica:
             raise ValueError("heartbeat_ttl must be longer than heartbeat_interval")
         self.redis = redis
         self.keys = FleetKeys(namespace)
+        self.seal = seal
         self.replica_id = replica_id
         self.address = address
         self.heartbeat_interval = heartbeat_interval
@@ -251,20 +263,27 @@ class Replica:
             pipe.hgetall(self.keys.epochs)
             pipe.hgetall(self.keys.desired)
             pipe.hgetall(self.keys.quarantine)
-            incarnation, specs, routes, epochs, desired, quarantined = await pipe.execute()
-        self._register(specs)
+            pipe.hgetall(self.keys.route_seals)
+            incarnation, specs, routes, epochs, desired, quarantined, seals = await pipe.execute()
+        # What Redis holds is only believed under the fleet key's seal (engine/seal.py).
+        self._register(self.seal.open_all("spec", specs))
         self._quarantined = {
             parse_version_field(field): Quarantine.from_json(raw)
-            for field, raw in quarantined.items()
+            for field, raw in self.seal.open_all("quarantine", quarantined).items()
         } | self._to_quarantine
         self._desired = {
             parse_version_field(field): Desired(**orjson.loads(raw))
-            for field, raw in desired.items()
+            for field, raw in self.seal.open_all("desired", desired).items()
         }
         incarnation = text(incarnation) if incarnation is not None else self._incarnation
+        epochs = {text(m): int(e) for m, e in epochs.items()}
         self._apply_routes(
-            {text(m): text(v) for m, v in routes.items()},
-            {text(m): int(e) for m, e in epochs.items()},
+            {
+                text(m): text(v)
+                for m, v in routes.items()
+                if self.seal.route_matches(text(m), text(v), epochs.get(text(m), 0), seals.get(m))
+            },
+            epochs,
             incarnation,
         )
         self._incarnation = incarnation
@@ -415,9 +434,8 @@ class Replica:
         async with self.redis.pipeline(transaction=True) as pipe:
             for (model_id, version), quarantine in written.items():
                 # The first replica's reason stands; others found the same thing.
-                pipe.hsetnx(
-                    self.keys.quarantine, version_field(model_id, version), quarantine.to_json()
-                )
+                field = version_field(model_id, version)
+                pipe.hsetnx(self.keys.quarantine, field, quarantine.sealed(self.seal, field))
                 pipe.publish(self.keys.changes, model_id)
             pipe.set(
                 self.keys.report(self.replica_id),
@@ -451,6 +469,8 @@ class ReplicaSettings:
     trial_timeout: float = 60.0
     # Variables a model's own code needs, passed to its trial (which sees no others).
     trial_environment: tuple[str, ...] = ()
+    # HOTSWAP_FLEET_KEY (and a previous one while rotating): required, with no default.
+    fleet_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReplicaSettings:
@@ -487,12 +507,14 @@ class ReplicaSettings:
             trial_environment=tuple(
                 env_list("HOTSWAP_TRIAL_ENVIRONMENT", default=[], environ=environ)
             ),
+            fleet_keys=env_fleet_keys(environ=environ),
         )
 
     def replica(self, *, address: str = "", default_id: str = "") -> Replica:
         return Replica(
             redis_client(self.redis_url),
             namespace=self.namespace,
+            seal=Seal(self.fleet_keys),
             replica_id=self.replica_id or default_id or f"{socket.gethostname()}-{os.getpid()}",
             address=address,
             heartbeat_interval=self.heartbeat_interval,
@@ -518,7 +540,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
     args = parser.parse_args(argv)
-    settings = ReplicaSettings.from_env()
+    try:
+        settings = ReplicaSettings.from_env()
+    except ImproperlyConfigured as exc:
+        parser.exit(2, f"python -m swaps.replica: {exc}\n")
     replica = settings.replica(
         address=f"http://{args.host}:{args.port}",
         default_id=f"{socket.gethostname()}:{args.port}",

@@ -15,7 +15,7 @@ from swaps.engine.runtimes import RuntimeModel, load
 from swaps.engine.spec import VersionSpec
 
 from .fleet_models import gated_spec
-from .processes import ReplicaProcess, drop_namespace, start_replica
+from .processes import ReplicaProcess, drop_namespace, fleet_seal, start_replica
 
 NO_REDIS_MESSAGE = (
     "REDIS_URL is {problem}. Tests need a real Redis: run them with `make test`, or "
@@ -100,7 +100,7 @@ def gateway_replica(redis_url, iris_specs, tmp_path_factory) -> Iterator[Replica
     )
 
     async def deploy() -> None:
-        fleet = Fleet.from_url(redis_url, namespace=namespace)
+        fleet = Fleet.from_url(redis_url, namespace=namespace, seal=fleet_seal())
         try:
             iris = {**iris_specs, "2": replace(iris_specs["2"], outputs=())}
             for spec in [*iris.values(), gated_spec()]:

@@ -103,3 +103,14 @@ def keeps_32_mb() -> Model:
     """A well-behaved version that keeps 32 MB (its trial must measure them)."""
     weights = np.ones(32 * 2**20 // 8)
     return lambda batch: _echo(batch) + 0 * weights[0]
+
+
+MARK_NAME = "hotswap-version-code-ran"
+
+
+def leaves_a_mark() -> Model:
+    """Writes $TMPDIR/hotswap-version-code-ran: proof that a version's code ran at all
+    (TMPDIR is one of the few variables a trial sees)."""
+    with open(os.path.join(os.environ["TMPDIR"], MARK_NAME), "w") as mark:
+        mark.write(str(os.getpid()))
+    return _echo

@@ -20,8 +20,28 @@ from typing import TypeVar
 import httpx
 import redis
 
+from swaps.engine.seal import Seal
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
+
+
+# A benchmark that runs no control plane of its own seals with this.
+UNCONFIGURED_FLEET_KEY = "hotswap-bench-fleet-key-not-a-secret-0123456789"
+
+
+def fleet_key() -> str:
+    """The key every fleet process a test starts seals Redis entries with: the one the
+    in-process control plane holds (settings.HOTSWAP_FLEET_KEYS)."""
+    from django.conf import settings
+
+    if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return settings.HOTSWAP_FLEET_KEYS[0]
+    return os.environ.get("HOTSWAP_FLEET_KEY") or UNCONFIGURED_FLEET_KEY
+
+
+def fleet_seal() -> Seal:
+    return Seal([fleet_key()])
 
 
 def free_port() -> int:
@@ -159,6 +179,7 @@ def spawn_replica(
         "HOTSWAP_HEARTBEAT_TTL": str(heartbeat_ttl),
         # The gated models (tests/fleet_models.py) reach the test's Redis, in trials too.
         "HOTSWAP_TRIAL_ENVIRONMENT": "REDIS_URL,HOTSWAP_NAMESPACE",
+        "HOTSWAP_FLEET_KEY": fleet_key(),
         **(env or {}),
     }
     log_path = log_dir / f"{replica_id}.log"

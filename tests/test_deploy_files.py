@@ -21,7 +21,7 @@ import pytest
 import yaml
 from django.conf import settings
 
-from .processes import ReplicaProcess, free_port, wait_until
+from .processes import ReplicaProcess, fleet_key, free_port, wait_until
 from .test_settings import manage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +68,7 @@ def example_env(**overrides: str) -> dict[str, str]:
     env = env_file(ROOT / ".env.example")
     env.update(
         SECRET_KEY="k3Q9-not-a-real-key-but-long-and-varied-zx81-QWERTY",
+        HOTSWAP_FLEET_KEY="f1eet-key-not-a-real-one-but-long-enough-0123456789",
         POSTGRES_PASSWORD="pw",
         REDIS_PASSWORD="redis-pw",
     )
@@ -96,10 +97,11 @@ def test_compose_file_follows_the_compose_specification(compose):
     assert errors == []
 
 
-def test_compose_refuses_to_start_without_a_secret_key():
+@pytest.mark.parametrize("secret", ["SECRET_KEY", "HOTSWAP_FLEET_KEY"])
+def test_compose_refuses_to_start_without_a_secret(secret):
     raw = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    with pytest.raises(MissingVariable, match="SECRET_KEY"):
-        interpolate(raw, example_env(SECRET_KEY=""))
+    with pytest.raises(MissingVariable, match=secret):
+        interpolate(raw, example_env(**{secret: ""}))
 
 
 def test_compose_runs_every_role(compose):
@@ -168,6 +170,7 @@ def test_compose_replica_command_starts_a_replica_its_health_check_passes(
         "PYTHONPATH": str(ROOT),
         "REDIS_URL": redis_url,
         "HOTSWAP_NAMESPACE": redis_namespace,
+        "HOTSWAP_FLEET_KEY": fleet_key(),
     }
     with log_path.open("wb") as log:
         popen = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

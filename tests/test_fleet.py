@@ -35,6 +35,7 @@ from .processes import (
     RedisProcess,
     ReplicaProcess,
     drop_namespace,
+    fleet_seal,
     start_redis,
     start_replica,
     start_replicas,
@@ -81,6 +82,7 @@ async def make_fleet(redis_url: str, namespace: str, specs) -> Fleet:
     fleet = Fleet.from_url(
         redis_url,
         namespace=namespace,
+        seal=fleet_seal(),
         heartbeat_ttl=HEARTBEAT_TTL,
         # Generous: on a loaded 2-core CI machine a replica can take seconds to ack.
         ack_timeout=30.0,

@@ -17,7 +17,7 @@ from django.db import transaction
 from swaps import jobs, logs, swapping
 from swaps.models import Swap, SwapTransition
 
-from .processes import ROOT, start_redis, start_replica, wait_until
+from .processes import ROOT, fleet_key, start_redis, start_replica, wait_until
 from .workers import manage
 
 ISO_UTC_MILLISECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -124,7 +124,12 @@ def test_a_bad_log_format_stops_the_process_at_start_up(command, tmp_path):
     result = subprocess.run(
         [sys.executable, *command],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "HOTSWAP_RUN_DIR": str(tmp_path), "LOG_FORMAT": "xml"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOTSWAP_RUN_DIR": str(tmp_path),
+            "HOTSWAP_FLEET_KEY": fleet_key(),
+            "LOG_FORMAT": "xml",
+        },
         capture_output=True,
         text=True,
         timeout=120,

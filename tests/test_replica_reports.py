@@ -11,6 +11,7 @@ import pytest
 from swaps.engine.fleet_keys import redis_client
 from swaps.replica import Replica
 from tests.fleet_models import gated_spec
+from tests.processes import fleet_seal
 
 
 @pytest.fixture
@@ -18,6 +19,7 @@ async def replica(redis_url, redis_namespace):
     replica = Replica(
         redis_client(redis_url),
         namespace=redis_namespace,
+        seal=fleet_seal(),
         replica_id="r1",
         heartbeat_interval=0.5,
         drain_report_interval=0.05,

@@ -29,6 +29,7 @@ CONFIG_VARIABLES = (
 PRODUCTION = {
     "DEBUG": "off",
     "SECRET_KEY": "k3Q9-not-a-real-key-but-long-and-varied-enough-zx81-QWERTY-7741",
+    "HOTSWAP_FLEET_KEY": "f1eet-key-not-a-real-one-but-long-enough-0123456789",
     "ALLOWED_HOSTS": "hotswap.example.com",
     "REDIS_URL": "redis://:fleet-password@redis.example.com:6379/0",
     "SECURE_HSTS_SECONDS": "31536000",

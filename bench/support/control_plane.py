@@ -6,6 +6,7 @@ Not a benchmark itself (`make bench` runs only bench/*.py).
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import tempfile
 import uuid
@@ -27,6 +28,8 @@ def bench_environment(workdir: Path, namespace: str, **settings: str) -> dict[st
         "HOTSWAP_RUN_DIR": str(workdir),
         "HOTSWAP_NAMESPACE": namespace,
         "HOTSWAP_RQ_QUEUE": f"{namespace}-swaps",
+        # Every process of the stack seals and opens the fleet's Redis entries with it.
+        "HOTSWAP_FLEET_KEY": secrets.token_hex(32),
         "HOTSWAP_DRAIN_TIMEOUT": "10",
         "LOG_LEVEL": "WARNING",
         **settings,

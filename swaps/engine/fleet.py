@@ -37,6 +37,7 @@ from .fleet_versions import FleetVersions, Quarantine, desired_entry
 from .hotswapper import ModelHotSwapper, Observer, SwapPolicy
 from .reports import ReplicaReport, live_reports, report_rounds
 from .results import SwapState, SwapStatus
+from .seal import Seal
 from .spec import VersionSpec
 
 NO_ACK = (
@@ -44,28 +45,37 @@ NO_ACK = (
     "{seconds:g} s; the route was restored to {restored}"
 )
 
-# The flip: epoch + 1 (and past `floor`, the highest epoch a replica reports, in case
-# Redis lost the counter), the route, the history, and the change notification, as one
-# step. An empty version removes the route (undoing a first deploy).
+FLIP_RACED = (
+    "the route of model {model_id!r} changed under {attempts} flips in a row; nothing was "
+    "flipped by this one"
+)
+
+# The flip: the route, its epoch and its seal (made for that epoch), the history, and
+# the change notification, as one step, if the epoch is still the one the seal was made
+# after; else nothing, and the caller seals the next epoch and tries again. An empty
+# version removes the route (undoing a first deploy).
 FLIP = """
-local epoch = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-local floor = tonumber(ARGV[4])
-if epoch <= floor then
-  epoch = floor + 1
-  redis.call('HSET', KEYS[2], ARGV[1], epoch)
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if held ~= tonumber(ARGV[4]) then
+  return {-1, tostring(held)}
 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
 local previous = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if ARGV[2] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
   if redis.call('LINDEX', KEYS[3], -1) ~= ARGV[2] then
     redis.call('RPUSH', KEYS[3], ARGV[2])
   end
 end
 redis.call('PUBLISH', ARGV[3], ARGV[1])
-return {epoch, previous}
+return {tonumber(ARGV[5]), previous}
 """
+# Flips of one model are one operation's, so a lost race is rare; this bounds retries.
+FLIP_ATTEMPTS = 10
 
 # Claim a model for an operation unless one is running: read and write as one step.
 BEGIN = """
@@ -130,12 +140,31 @@ class FleetRouter:
     async def _set(
         self, model_id: str, version: str, reports: list[ReplicaReport]
     ) -> tuple[int, str]:
+        # Past the highest epoch a replica reports too, in case Redis lost the counter.
         floor = max((r.epochs.get(model_id, 0) for r in reports), default=0)
-        epoch, previous = await self._flip(
-            keys=[self._keys.routes, self._keys.epochs, self._keys.history(model_id)],
-            args=[model_id, version, self._keys.changes, floor],
-        )
-        return int(epoch), text(previous)
+        held = await self.epoch(model_id)
+        for _ in range(FLIP_ATTEMPTS):
+            epoch = max(held, floor) + 1
+            flipped, previous = await self._flip(
+                keys=[
+                    self._keys.routes,
+                    self._keys.epochs,
+                    self._keys.history(model_id),
+                    self._keys.route_seals,
+                ],
+                args=[
+                    model_id,
+                    version,
+                    self._keys.changes,
+                    held,
+                    epoch,
+                    self._fleet.seal.route_seal(model_id, version, epoch),
+                ],
+            )
+            if int(flipped) == epoch:
+                return epoch, text(previous)
+            held = int(previous)  # another flip came first: seal the epoch after it
+        raise FleetUnavailable(FLIP_RACED.format(model_id=model_id, attempts=FLIP_ATTEMPTS))
 
     async def _await_acks(self, model_id: str, epoch: int, started: float) -> str | None:
         """None once every live replica applied `epoch`; else the id of one that did not.
@@ -207,6 +236,11 @@ class FleetBoard:
         return status_from_json(raw) if raw is not None else None
 
 
+def sealed_spec(seal: Seal, spec: VersionSpec) -> bytes:
+    field = version_field(spec.model_id, spec.version)
+    return seal.seal("spec", field, orjson.dumps(spec.as_dict()))
+
+
 def status_from_json(raw: bytes | str) -> SwapStatus:
     data: dict[str, Any] = orjson.loads(raw)
     data["state"] = SwapState(data["state"])
@@ -222,6 +256,7 @@ class Fleet:
         redis: Redis,
         *,
         namespace: str,
+        seal: Seal,
         heartbeat_ttl: float = 3.0,
         ack_timeout: float = 10.0,
         load_timeout: float = 120.0,
@@ -230,6 +265,7 @@ class Fleet:
         self.redis = redis
         self.keys = FleetKeys(namespace)
         self.namespace = namespace
+        self.seal = seal
         self.heartbeat_ttl = heartbeat_ttl
         self.ack_timeout = ack_timeout
         self.load_timeout = load_timeout
@@ -260,7 +296,7 @@ class Fleet:
             pipe.hset(
                 self.keys.specs,
                 version_field(spec.model_id, spec.version),
-                orjson.dumps(spec.as_dict()),
+                sealed_spec(self.seal, spec),
             )
             pipe.set(self.keys.incarnation, secrets.token_hex(8), nx=True)
             pipe.publish(self.keys.changes, spec.model_id)
@@ -306,7 +342,7 @@ class Fleet:
         reports = await live_reports(self.redis, self.keys)
         epochs = await self.redis.hgetall(self.keys.epochs)
         held = {text(model_id): int(epoch) for model_id, epoch in epochs.items()}
-        desired = await self.redis.hgetall(self.keys.desired)
+        desired = self.seal.open_all("desired", await self.redis.hgetall(self.keys.desired))
         first_request = await self.redis.incrby(self.keys.load_requests, len(routes) or 1)
         settled = set(settled)
         serving = {(model_id, active) for model_id, (active, _) in routes.items()}
@@ -316,7 +352,7 @@ class Fleet:
                 pipe.hset(
                     self.keys.specs,
                     version_field(spec.model_id, spec.version),
-                    orjson.dumps(spec.as_dict()),
+                    sealed_spec(self.seal, spec),
                 )
             for field, raw in desired.items():
                 key = parse_version_field(field)
@@ -325,12 +361,11 @@ class Fleet:
                     pipe.hset(
                         self.keys.desired,
                         field,
-                        desired_entry(request=wanted["request"], retire_at=now),
+                        desired_entry(self.seal, field, request=wanted["request"], retire_at=now),
                     )
             for (model_id, version), quarantine in (quarantined or {}).items():
-                pipe.hset(
-                    self.keys.quarantine, version_field(model_id, version), quarantine.to_json()
-                )
+                field = version_field(model_id, version)
+                pipe.hset(self.keys.quarantine, field, quarantine.sealed(self.seal, field))
             for offset, (model_id, (active, history)) in enumerate(sorted(routes.items())):
                 floor = max([held.get(model_id, 0), *(r.epochs.get(model_id, 0) for r in reports)])
                 served = [v for i, v in enumerate(history) if i == 0 or history[i - 1] != v]
@@ -338,12 +373,18 @@ class Fleet:
                     served.append(active)
                 pipe.hset(self.keys.routes, model_id, active)
                 pipe.hset(self.keys.epochs, model_id, floor + 1)
+                pipe.hset(
+                    self.keys.route_seals,
+                    model_id,
+                    self.seal.route_seal(model_id, active, floor + 1),
+                )
                 pipe.delete(self.keys.history(model_id))
                 pipe.rpush(self.keys.history(model_id), *served)
+                field = version_field(model_id, active)
                 pipe.hset(
                     self.keys.desired,
-                    version_field(model_id, active),
-                    desired_entry(request=first_request - offset, retire_at=None),
+                    field,
+                    desired_entry(self.seal, field, request=first_request - offset, retire_at=None),
                 )
             pipe.set(self.keys.incarnation, secrets.token_hex(8))
             pipe.publish(self.keys.changes, "*")

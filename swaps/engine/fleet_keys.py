@@ -1,5 +1,8 @@
 """Where the fleet keeps its shared state in Redis, and what a lost Redis looks like.
 
+Entries that say what to run or serve (specs, desired, quarantine, routes) are sealed
+with the fleet key (`seal.py`): a reader ignores one whose seal does not match.
+
 Both sides use this layout: the engine's fleet ports (`fleet.py`) and every replica
 (`swaps/replica.py`). Every key lives under `"{namespace}:"`, so several fleets (and
 tests) share one Redis without touching each other's keys.
@@ -9,6 +12,7 @@ tests) share one Redis without touching each other's keys.
 | `incarnation` | string | a token per publication of the state; gone = Redis lost it |
 | `specs` | hash | `[model, version]` (JSON) -> `VersionSpec` JSON |
 | `routes` / `epochs` | hash | model -> active version / model -> route epoch |
+| `route-seals` | hash | model -> the seal of its route at its epoch (`seal.py`) |
 | `history:{model}` | list | versions that served the model, oldest first |
 | `desired` | hash | `[model, version]` -> `{"request": n, "retire_at": t or null}` |
 | `load-requests` | counter | the `request` numbers of `desired` |
@@ -53,6 +57,7 @@ class FleetKeys:
         self.specs = prefix + "specs"
         self.routes = prefix + "routes"
         self.epochs = prefix + "epochs"
+        self.route_seals = prefix + "route-seals"
         self.desired = prefix + "desired"
         self.load_requests = prefix + "load-requests"
         self.quarantine = prefix + "quarantine"

@@ -23,6 +23,7 @@ from .errors import FleetUnavailable, LoadError, UnknownModel, UnknownVersion
 from .fleet_keys import NO_LIVE_REPLICA, parse_version_field, unavailable_as_error, version_field
 from .reports import ReplicaReport, live_reports
 from .results import HealthCheckResult
+from .seal import Seal
 from .spec import VersionSpec
 
 if TYPE_CHECKING:
@@ -43,8 +44,9 @@ QUARANTINED = (
 WARM_MARGIN = 10.0
 
 
-def desired_entry(*, request: int, retire_at: float | None) -> bytes:
-    return orjson.dumps({"request": request, "retire_at": retire_at})
+def desired_entry(seal: Seal, field: bytes, *, request: int, retire_at: float | None) -> bytes:
+    """A desired-set entry as stored: sealed, for `field` (`version_field`) only."""
+    return seal.seal("desired", field, orjson.dumps({"request": request, "retire_at": retire_at}))
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class Quarantine:
     def to_json(self) -> bytes:
         return orjson.dumps({"reason": self.reason, "replica": self.replica, "at": self.at})
 
+    def sealed(self, seal: Seal, field: bytes) -> bytes:
+        return seal.seal("quarantine", field, self.to_json())
+
     @classmethod
     def from_json(cls, raw: bytes | str) -> Quarantine:
         data = orjson.loads(raw)
@@ -69,6 +74,7 @@ class FleetVersions:
         self._fleet = fleet
         self._redis = fleet.redis
         self._keys = fleet.keys
+        self._seal = fleet.seal
 
     @unavailable_as_error
     async def models(self) -> list[str]:
@@ -80,7 +86,8 @@ class FleetVersions:
 
     @unavailable_as_error
     async def spec(self, model_id: str, version: str) -> VersionSpec | None:
-        raw = await self._redis.hget(self._keys.specs, version_field(model_id, version))
+        field = version_field(model_id, version)
+        raw = self._seal.open("spec", field, await self._redis.hget(self._keys.specs, field))
         return VersionSpec.from_dict(orjson.loads(raw)) if raw is not None else None
 
     @unavailable_as_error
@@ -93,7 +100,10 @@ class FleetVersions:
         """Have every live replica load the version and check its health."""
         if await self.spec(model_id, version) is None:
             await self._refuse_unknown(model_id, version)
-        raw = await self._redis.hget(self._keys.quarantine, version_field(model_id, version))
+        field = version_field(model_id, version)
+        raw = self._seal.open(
+            "quarantine", field, await self._redis.hget(self._keys.quarantine, field)
+        )
         if raw is not None:
             reason = Quarantine.from_json(raw).reason
             raise LoadError(QUARANTINED.format(model_id=model_id, version=version, reason=reason))
@@ -103,8 +113,8 @@ class FleetVersions:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self._keys.desired,
-                version_field(model_id, version),
-                desired_entry(request=request, retire_at=None),
+                field,
+                desired_entry(self._seal, field, request=request, retire_at=None),
             )
             pipe.publish(self._keys.changes, model_id)
             await pipe.execute()
@@ -142,7 +152,7 @@ class FleetVersions:
     async def keep_warm(self, model_id: str, version: str) -> bool:
         field = version_field(model_id, version)
         reports = await live_reports(self._redis, self._keys)
-        raw = await self._redis.hget(self._keys.desired, field)
+        raw = self._seal.open("desired", field, await self._redis.hget(self._keys.desired, field))
         if not reports or raw is None:
             return False
         wanted = orjson.loads(raw)
@@ -156,7 +166,7 @@ class FleetVersions:
             pipe.hset(
                 self._keys.desired,
                 field,
-                desired_entry(request=wanted["request"], retire_at=None),
+                desired_entry(self._seal, field, request=wanted["request"], retire_at=None),
             )
             pipe.publish(self._keys.changes, model_id)
             await pipe.execute()
@@ -165,13 +175,15 @@ class FleetVersions:
     @unavailable_as_error
     async def unload(self, model_id: str, version: str, *, after: float = 0.0) -> None:
         field = version_field(model_id, version)
-        raw = await self._redis.hget(self._keys.desired, field)
+        raw = self._seal.open("desired", field, await self._redis.hget(self._keys.desired, field))
         request = orjson.loads(raw)["request"] if raw is not None else 0
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self._keys.desired,
                 field,
-                desired_entry(request=request, retire_at=time.time() + max(after, 0.0)),
+                desired_entry(
+                    self._seal, field, request=request, retire_at=time.time() + max(after, 0.0)
+                ),
             )
             pipe.publish(self._keys.changes, model_id)
             await pipe.execute()
@@ -179,7 +191,9 @@ class FleetVersions:
     @unavailable_as_error
     async def quarantined(self) -> dict[tuple[str, str], Quarantine]:
         """Every quarantined version, with why and where."""
-        entries = await self._redis.hgetall(self._keys.quarantine)
+        entries = self._seal.open_all(
+            "quarantine", await self._redis.hgetall(self._keys.quarantine)
+        )
         return {parse_version_field(f): Quarantine.from_json(raw) for f, raw in entries.items()}
 
     @unavailable_as_error
@@ -192,7 +206,7 @@ class FleetVersions:
             if quarantine is None:
                 pipe.hdel(self._keys.quarantine, field)
             else:
-                pipe.hset(self._keys.quarantine, field, quarantine.to_json())
+                pipe.hset(self._keys.quarantine, field, quarantine.sealed(self._seal, field))
             pipe.publish(self._keys.changes, model_id)
             await pipe.execute()
 
@@ -218,7 +232,8 @@ class FleetVersions:
                     )
 
     async def _fields(self) -> list[tuple[str, str]]:
-        return [parse_version_field(f) for f in await self._redis.hkeys(self._keys.specs)]
+        specs = self._seal.open_all("spec", await self._redis.hgetall(self._keys.specs))
+        return [parse_version_field(f) for f in specs]
 
     async def _refuse_unknown(self, model_id: str, version: str) -> None:
         if model_id not in await self.models():

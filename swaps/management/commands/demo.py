@@ -9,6 +9,7 @@ terminal, is `python -m swaps.engine_demo`.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,12 @@ class Command(BaseCommand):
             raise CommandError(problem)
         check_redis()
 
+        # The fleet's processes seal what they keep in Redis with one key: the
+        # environment's, or one made for this run (this process seeds the fleet too, so
+        # its settings take it as well), never the laptop default anyone can read.
+        if not os.environ.get("HOTSWAP_FLEET_KEY"):
+            os.environ["HOTSWAP_FLEET_KEY"] = secrets.token_hex(32)
+            settings.HOTSWAP_FLEET_KEYS = (os.environ["HOTSWAP_FLEET_KEY"],)
         call_command("migrate", verbosity=0)
         password = os.environ.get("HOTSWAP_DEMO_PASSWORD") or DEFAULT_DEMO_PASSWORD
         os.environ["HOTSWAP_DEMO_PASSWORD"] = password
