@@ -170,17 +170,26 @@ if CHANNEL_LAYER == "memory":
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{HOTSWAP_NAMESPACE}:asgi"},
+            # channels-redis, its messages encrypted and authenticated (swaps/channel_layer.py).
+            "BACKEND": "swaps.channel_layer.SealedChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": f"{HOTSWAP_NAMESPACE}:asgi",
+                "symmetric_encryption_keys": [SECRET_KEY],
+            },
         }
     }
 
+# Jobs are stored as JSON, never as pickles a writer of Redis could forge (swaps/jobs.py).
+RQ_SERIALIZER = "rq.serializers.JSONSerializer"
 RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 360},
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 360, "SERIALIZER": RQ_SERIALIZER},
     # Swap and rollback jobs wait out a drain, so they may run well past the drain timeout.
-    HOTSWAP_RQ_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
+    HOTSWAP_RQ_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "SERIALIZER": RQ_SERIALIZER},
 }
 RQ = {
+    # A worker runs only Hotswap's own job functions, whatever a queued job names.
+    "JOB_CLASS": "swaps.jobs.HotswapJob",
     # A job enqueued inside a transaction must not start before the rows it reads exist.
     "COMMIT_MODE": "on_db_commit",
     # `manage.py rqworker` sweeps for orphaned swaps at start and every sweep interval.

@@ -1,6 +1,11 @@
 """RQ jobs: a thin layer that takes ids, loads rows and calls the domain.
 
-Jobs go to the HOTSWAP_RQ_QUEUE queue. Enqueueing inside a transaction waits for the
+Jobs go to the HOTSWAP_RQ_QUEUE queue. Whoever can write to Redis can queue a job, so a
+job is data, never code: RQ stores it as JSON (settings.RQ_QUEUES), not as a pickle,
+and a worker runs only the functions below (`HotswapJob`), never whatever a queued
+job names (`os.system`, say).
+
+ Enqueueing inside a transaction waits for the
 commit (django-rq's on_db_commit mode), so a job never looks for a row that is not
 there yet. Job ids are derived from the swap (and the namespace), so a job's id is
 on the record before the job exists, and the recovery sweep can look it up.
@@ -17,6 +22,7 @@ from django_rq.connection_utils import get_connection
 from redis import Redis
 from rq import worker_registration
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from swaps import swapping
 from swaps.models import Swap
@@ -43,6 +49,30 @@ def recover_swap(swap_id: int, reason: str) -> str:
     return swapping.resume_swap(swap_id=swap_id, reason=reason).state
 
 
+# How jobs are stored (settings.RQ_QUEUES names it too, for django-rq and the worker).
+SERIALIZER = JSONSerializer
+# What a worker runs, by the name RQ records; `HotswapJob` refuses every other.
+JOB_FUNCTIONS = frozenset(
+    f"{__name__}.{function.__name__}" for function in (run_swap, drain_rollback, recover_swap)
+)
+NOT_A_JOB = "job {job_id} names {name!r}, which is not a Hotswap job: refused, nothing ran"
+
+
+class RefusedJob(Exception):
+    pass
+
+
+class HotswapJob(Job):
+    """RQ's job, running only `JOB_FUNCTIONS` (settings.RQ["JOB_CLASS"])."""
+
+    @property
+    def func(self):
+        name = self.func_name
+        if self.instance is not None or name not in JOB_FUNCTIONS:
+            raise RefusedJob(NOT_A_JOB.format(job_id=self.id, name=name))
+        return super().func
+
+
 def job_id(kind: str, swap_id: int, *, unique: bool = False) -> str:
     """e.g. "hotswap-swap-42": RQ ids are global to its Redis, so the namespace is in."""
     name = f"{settings.HOTSWAP_NAMESPACE}-{kind}-{swap_id}"
@@ -52,7 +82,9 @@ def job_id(kind: str, swap_id: int, *, unique: bool = False) -> str:
 
 
 def queue() -> django_rq.queues.DjangoRQ:
-    return django_rq.get_queue(settings.HOTSWAP_RQ_QUEUE, connection=_connection())
+    return django_rq.get_queue(
+        settings.HOTSWAP_RQ_QUEUE, connection=_connection(), serializer=SERIALIZER
+    )
 
 
 def _connection() -> Redis:

@@ -21,7 +21,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import JobStatus
 
 from swaps import audit, fleet_state, jobs, leases, quarantine
 from swaps.engine.errors import SwapError
@@ -98,7 +98,9 @@ def _orphaned(swap: Swap, connection) -> str | None:
     if not swap.rq_job_id:
         return "no job, and its lease lapsed"
     try:
-        job = Job.fetch(swap.rq_job_id, connection=connection)
+        job = jobs.HotswapJob.fetch(
+            swap.rq_job_id, connection=connection, serializer=jobs.SERIALIZER
+        )
     except NoSuchJobError:
         return f"job {swap.rq_job_id} is gone"
     status = job.get_status(refresh=False)

@@ -18,7 +18,7 @@ from django.db import connections
 from rq.exceptions import StopRequested
 from rq.worker import Worker
 
-from swaps import fleet_state, recovery
+from swaps import fleet_state, jobs, recovery
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ REDIS_RETRY_MAX_SECONDS = 30.0
 class SweepingWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("maintenance_interval", settings.HOTSWAP_SWEEP_INTERVAL)
+        # Always JSON: `rqworker` passes RQ's pickle serializer unless told otherwise, and
+        # unpickling a job a writer of Redis queued would run its code.
+        kwargs["serializer"] = jobs.SERIALIZER
         super().__init__(*args, **kwargs)
         self._published_at_start = False
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import redis
 from django.db import transaction
-from rq.job import Job
 
 from swaps import jobs, swapping
 from swaps.models import Swap
@@ -38,9 +37,11 @@ def test_a_swap_rolled_back_with_its_transaction_queues_no_job(alice, candidate_
 def test_the_queued_job_runs_the_swap_of_the_record(alice, candidate_version):
     swap = start(alice)
 
-    job = Job.fetch(swap.rq_job_id, connection=jobs.queue().connection)
+    job = jobs.HotswapJob.fetch(
+        swap.rq_job_id, connection=jobs.queue().connection, serializer=jobs.SERIALIZER
+    )
 
-    assert (job.func, job.args) == (jobs.run_swap, (swap.pk,))
+    assert (job.func, list(job.args)) == (jobs.run_swap, [swap.pk])
 
 
 def test_the_job_id_carries_the_namespace(control_plane):

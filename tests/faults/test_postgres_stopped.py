@@ -16,6 +16,7 @@ import pytest
 import redis
 from rq.job import Job
 
+from swaps import jobs
 from tests.fleet_models import gated_spec
 from tests.live import Held, Traffic, answer, pending, route
 from tests.processes import wait_until
@@ -78,7 +79,10 @@ def swap_state(url: str, swap_id: int) -> str:
 
 def job_done(live_settings, job_id: str) -> bool:
     with redis.Redis.from_url(live_settings.REDIS_URL) as client:
-        return Job.fetch(job_id, connection=client).get_status() in ("finished", "failed")
+        return Job.fetch(job_id, connection=client, serializer=jobs.SERIALIZER).get_status() in (
+            "finished",
+            "failed",
+        )
 
 
 def test_postgres_stopped_mid_swap_is_recovered_once_it_is_back(

@@ -1,0 +1,37 @@
+"""The channel layer the console pushes pages through: channels-redis, encrypted.
+
+Whatever reaches a signed-in browser's websocket passes through Redis on the way (a
+worker's transition, rendered, sent to the dashboard group). Whoever can write to that
+Redis could otherwise push their own HTML into every open console. channels-redis seals
+each message with Fernet (AES and an HMAC) under a key made from SECRET_KEY, which
+Redis never sees; this layer drops, and logs, a message that does not open under it
+instead of failing the consumer that received it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from channels_redis.core import RedisChannelLayer
+from cryptography.fernet import InvalidToken
+
+log = logging.getLogger(__name__)
+
+
+class SealedChannelLayer(RedisChannelLayer):
+    def __init__(self, *args, symmetric_encryption_keys=None, **kwargs) -> None:
+        if not symmetric_encryption_keys:
+            raise ValueError("SealedChannelLayer needs symmetric_encryption_keys")
+        super().__init__(*args, symmetric_encryption_keys=symmetric_encryption_keys, **kwargs)
+
+    async def receive_single(self, channel):
+        while True:
+            try:
+                return await super().receive_single(channel)
+            except InvalidToken:
+                # Taken off the channel's list already: dropping it loses nothing real.
+                log.error(
+                    "dropped a message on channel %s that was not sealed with this site's "
+                    "key (SECRET_KEY): it was not sent by the console or a worker",
+                    channel,
+                )
