@@ -153,6 +153,7 @@ class Replica:
         self._to_quarantine: dict[Key, Quarantine] = {}  # found here, not yet in Redis
         self._loading: dict[Key, asyncio.Task] = {}
         self._waiting_for_load: set[str] = set()  # models routed to a version not loaded yet
+        self._refused_routes: set[str] = set()  # models whose route's seal did not match
         self._synced = False
         self._reported_draining = False
         self._outage = False
@@ -163,8 +164,13 @@ class Replica:
 
     @property
     def ready(self) -> bool:
-        """Synced with the fleet once, and every route it knows is applied and loaded."""
-        return self._synced and not self._waiting_for_load
+        """Synced with the fleet once, and every route it knows is applied and loaded.
+
+        Not while Redis holds routes and none of them could be believed and none was ever
+        applied: a replica given another fleet key would otherwise be ready to serve
+        nothing. (One already serving keeps its routes, forged entries or not.)"""
+        unverified = self._refused_routes and not self.router.routes()
+        return self._synced and not self._waiting_for_load and not unverified
 
     def in_use(self, model_id: str, version: str) -> bool:
         return (
@@ -277,15 +283,13 @@ class Replica:
         }
         incarnation = text(incarnation) if incarnation is not None else self._incarnation
         epochs = {text(m): int(e) for m, e in epochs.items()}
-        self._apply_routes(
-            {
-                text(m): text(v)
-                for m, v in routes.items()
-                if self.seal.route_matches(text(m), text(v), epochs.get(text(m), 0), seals.get(m))
-            },
-            epochs,
-            incarnation,
-        )
+        believed = {
+            text(m): text(v)
+            for m, v in routes.items()
+            if self.seal.route_matches(text(m), text(v), epochs.get(text(m), 0), seals.get(m))
+        }
+        self._refused_routes = {text(m) for m in routes} - set(believed)
+        self._apply_routes(believed, epochs, incarnation)
         self._incarnation = incarnation
         now = time.time()
         for key, wanted in self._desired.items():

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import httpx
 import orjson
 import pytest
 import redis
@@ -190,3 +191,23 @@ def test_a_replica_without_the_fleet_key_refuses_to_start_naming_it():
 
     assert result.returncode == 2
     assert "HOTSWAP_FLEET_KEY is not set" in result.stderr
+
+
+@pytest.mark.fleet
+def test_a_replica_given_another_fleet_key_never_reports_ready(
+    fleet_replica, redis_url, redis_namespace, tmp_path
+):
+    stranger = start_replica(
+        namespace=redis_namespace,
+        redis_url=redis_url,
+        log_dir=tmp_path,
+        replica_id="stranger",
+        env={"HOTSWAP_FLEET_KEY": ATTACKERS_KEY},
+    )
+    try:
+        wait_until(lambda: refused(stranger, "route"), timeout=30, what="the refusal")
+        # Synced (it read the fleet and refused its routes), and still not ready.
+        assert httpx.get(f"{stranger.url}/v2/health/ready").status_code == 503
+        assert httpx.get(f"{fleet_replica.url}/v2/health/ready").status_code == 200
+    finally:
+        stranger.stop()
