@@ -43,6 +43,10 @@ class ServedModel(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            # Its own right: the person whose rollbacks are gated must not open the gate.
+            ("set_rollback_approval", "Can change whether a model's rollbacks need approval")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -82,7 +86,11 @@ class ModelVersion(models.Model):
                 fields=["served_model", "version"], name="one_record_per_model_version"
             )
         ]
-        permissions = [("register_version", "Can register a model version")]
+        permissions = [
+            ("register_version", "Can register a model version"),
+            # A python factory or a pickle (joblib) runs its code wherever it loads.
+            ("register_code", "Can register a version whose artifact is code"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.served_model.name} {self.version}"

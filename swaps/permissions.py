@@ -1,4 +1,4 @@
-"""Who may change what: the four permissions, checked by the domain functions themselves.
+"""Who may change what: the permissions, checked by the domain functions themselves.
 
 Checking in the domain (not the views) means the API, the admin, the console and the
 CLI all refuse the same things with the same words.
@@ -14,6 +14,8 @@ START_SWAP = "swaps.start_swap"
 REQUEST_ROLLBACK = "swaps.request_rollback"
 APPROVE_ROLLBACK = "swaps.approve_rollback"
 REGISTER_VERSION = "swaps.register_version"
+REGISTER_CODE = "swaps.register_code"
+SET_ROLLBACK_APPROVAL = "swaps.set_rollback_approval"
 
 NOT_AUTHENTICATED = "log in (or send an API token) to {action}"
 NOT_PERMITTED = "{user} may not {action}: that needs the {permission} permission"
