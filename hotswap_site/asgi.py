@@ -14,11 +14,11 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from swaps.fleet_state import republish_at_startup  # noqa: E402
 from swaps.gateway import mount  # noqa: E402
+from swaps.origins import SameOriginValidator  # noqa: E402
 from swaps.replica import ReplicaSettings  # noqa: E402
 from swaps.routing import websocket_urlpatterns  # noqa: E402
 
@@ -59,8 +59,7 @@ http_app = http_application(serves_v2=settings.HOTSWAP_CONSOLE_V2)
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        # Only from the console's own pages (swaps/origins.py).
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

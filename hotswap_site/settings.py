@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from hotswap_site.env import (
@@ -76,6 +77,16 @@ HOTSWAP_LEASE_TTL = env_seconds("HOTSWAP_LEASE_TTL", default=10.0)
 HOTSWAP_SWEEP_INTERVAL = env_seconds("HOTSWAP_SWEEP_INTERVAL", default=60.0)
 # The RQ queue swap, rollback and recovery jobs go to (RQ_QUEUES below).
 HOTSWAP_RQ_QUEUE = env_key_prefix("HOTSWAP_RQ_QUEUE", default="swaps")
+# Where version artifacts may lie (every replica reads them at the same paths); a path
+# outside them, or a symlink leading out, is refused at registration as "not allowed".
+HOTSWAP_ARTIFACT_ROOTS = tuple(
+    str(Path(root).resolve())
+    for root in env_list("HOTSWAP_ARTIFACT_ROOTS", default=[str(HOTSWAP_RUN_DIR / "models")])
+)
+# Packages (e.g. "acme_models") whose python factories anyone who may register
+# versions may register; every other python factory, and every pickle, needs the
+# swaps.register_code permission: loading them runs their code.
+HOTSWAP_CODE_MODULES = tuple(env_list("HOTSWAP_CODE_MODULES", default=[]))
 # If set, GET /metrics on the console needs it as a bearer token (Prometheus'
 # `authorization` scrape setting); unset, the metrics are open, like a replica's.
 HOTSWAP_METRICS_TOKEN = env_str("HOTSWAP_METRICS_TOKEN", default="")
@@ -102,6 +113,8 @@ INSTALLED_APPS = [
     "channels",
     "django_rq",
     "template_partials",
+    # Sign-in throttling: failed attempts are counted per username and address.
+    "axes",
     "swaps",
 ]
 
@@ -114,6 +127,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "hotswap_site.urls"
@@ -198,6 +213,24 @@ RQ = {
 
 # --- Auth -------------------------------------------------------------------------------
 
+# django-axes first: a locked-out username and address is refused before any password
+# is checked. API tokens are not passwords (swaps/tokens.py) and are not throttled here.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After this many failed sign-ins for one username from one address, that pair is
+# refused for HOTSWAP_LOGIN_LOCKOUT seconds (`manage.py axes_reset_username NAME` lifts it).
+AXES_FAILURE_LIMIT = env_int("HOTSWAP_LOGIN_ATTEMPTS", default=5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_seconds("HOTSWAP_LOGIN_LOCKOUT", default=900.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+# The client's address is the connection's, unless a proxy (the one SECURE_PROXY_SSL_HEADER
+# says is there) adds it to X-Forwarded-For: a client could send that header itself and
+# get a fresh address, and fresh attempts, each time.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -256,6 +289,10 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
 # Trusting X-Forwarded-Proto is only safe behind a proxy that always sets it.
 if env_bool("SECURE_PROXY_SSL_HEADER", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # The address the proxy appended, the right-most: anything left of it the client sent.
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+    AXES_IPWARE_PROXY_COUNT = 1
+    AXES_IPWARE_PROXY_ORDER = "right-most"
 
 # --- Logging ----------------------------------------------------------------------------
 

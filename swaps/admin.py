@@ -3,8 +3,10 @@
 Nothing here edits state behind the domain's back. Which version a model serves is
 read-only (swaps change it); adding a version goes through `register_version`; the
 approval setting, rollback decisions and token revocation call the domain, which
-checks permissions and writes the audit log. Swaps, transitions and the audit log are
-read-only, and the audit log can be neither changed nor deleted.
+checks permissions and writes the audit log; each action is offered only to those
+holding the permission it needs, so a forged POST of one runs nothing. Swaps,
+transitions and the audit log are read-only, and the audit log can be neither changed
+nor deleted.
 """
 
 from __future__ import annotations
@@ -69,11 +71,19 @@ class ServedModelAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Require approval for rollbacks")
+    def has_set_rollback_approval_permission(self, request: HttpRequest) -> bool:
+        # Offered only to those the domain lets change the gate (it checks again).
+        return request.user.has_perm(permissions.SET_ROLLBACK_APPROVAL)
+
+    @admin.action(
+        description="Require approval for rollbacks", permissions=["set_rollback_approval"]
+    )
     def require_approval(self, request: HttpRequest, queryset: Any) -> None:
         self._set_approval(request, queryset, True)
 
-    @admin.action(description="Stop requiring approval for rollbacks")
+    @admin.action(
+        description="Stop requiring approval for rollbacks", permissions=["set_rollback_approval"]
+    )
     def drop_approval(self, request: HttpRequest, queryset: Any) -> None:
         self._set_approval(request, queryset, False)
 
@@ -190,11 +200,15 @@ class RollbackRequestAdmin(ReadOnlyAdmin):
     search_fields = ["served_model__name", "reason"]
     actions = ["approve", "reject"]
 
-    @admin.action(description="Approve (and roll back now)")
+    def has_approve_rollback_permission(self, request: HttpRequest) -> bool:
+        # Offered only to approvers; the domain checks again, and refuses their own.
+        return request.user.has_perm(permissions.APPROVE_ROLLBACK)
+
+    @admin.action(description="Approve (and roll back now)", permissions=["approve_rollback"])
     def approve(self, request: HttpRequest, queryset: Any) -> None:
         self._decide(request, queryset, rollbacks.approve_rollback)
 
-    @admin.action(description="Reject")
+    @admin.action(description="Reject", permissions=["approve_rollback"])
     def reject(self, request: HttpRequest, queryset: Any) -> None:
         self._decide(request, queryset, rollbacks.reject_rollback)
 

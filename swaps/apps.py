@@ -9,4 +9,4 @@ class SwapsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from swaps import checks  # noqa: F401  (registers the system checks)
+        from swaps import audit_signals, checks  # noqa: F401  (connect receivers, register checks)

@@ -1,7 +1,7 @@
 """The console's websocket: watch a page, forward what broadcast.py sends, nothing else.
 
 Anonymous users are turned away before the handshake completes (the origin was
-already checked by AllowedHostsOriginValidator in asgi.py). Watching is all a socket
+already checked by SameOriginValidator, swaps/origins.py). Watching is all a socket
 does: whatever a signed-in user sends on it is ignored; changes go through the forms
 and the API, which check permissions. On connecting (and on every reconnect, which
 htmx's ws extension does by itself) the page is sent broadcast.snapshot: what it

@@ -51,6 +51,14 @@ DEFAULT_MAX_BODY_BYTES = 8 * 2**20
 # Enough threads that a few hanging requests leave room for the rest; the event loop
 # (health endpoints, heartbeats) never waits on them.
 INFERENCE_THREADS = 8
+# A body this large is decoded on a thread, not on the event loop: forty 6 MiB JSON
+# bodies decoded there delayed the replica's heartbeats until the fleet counted it dead.
+DECODE_ON_LOOP_BYTES = 256 * 2**10
+# At most this many requests declaring a body over LARGE_BODY_BYTES are read and served
+# at once; the others wait, unread (uvicorn stops reading a socket whose body nobody
+# takes). Sixty such requests at once took a replica from 216 MB to 1.1 GB for good.
+LARGE_BODY_BYTES = 2**20
+LARGE_BODIES_AT_ONCE = 4
 
 NOT_READY = "this replica is not ready yet: it has not synced with the fleet"
 UNKNOWN_MODEL = "unknown model {model_id!r}"
@@ -111,6 +119,7 @@ class Gateway:
         self.threads = ModelThreads(inference_threads) if inference_threads else None
         self._on_started = on_started
         self._started = False
+        self._large_bodies = asyncio.Semaphore(LARGE_BODIES_AT_ONCE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -202,12 +211,26 @@ class Gateway:
     async def _infer(
         self, scope: Scope, receive: Receive, model_id: str, version: str | None
     ) -> tuple[int, bytes, list]:
+        declared = _header(scope, b"content-length")
+        if declared is not None and is_byte_count(declared) and int(declared) > LARGE_BODY_BYTES:
+            async with self._large_bodies:
+                return await self._infer_body(scope, receive, model_id, version)
+        return await self._infer_body(scope, receive, model_id, version)
+
+    async def _infer_body(
+        self, scope: Scope, receive: Receive, model_id: str, version: str | None
+    ) -> tuple[int, bytes, list]:
         started = perf_counter()
         try:
             body = await self._read_body(scope, receive)
             header_length = _header(scope, b"inference-header-content-length")
             try:
-                request = decode_request(body, header_length=header_length)
+                if len(body) > DECODE_ON_LOOP_BYTES:
+                    request = await asyncio.to_thread(
+                        decode_request, body, header_length=header_length
+                    )
+                else:
+                    request = decode_request(body, header_length=header_length)
             except BadRequest as exc:
                 raise HTTPError(400, exc.message) from None
             chosen, model = await self._begin(model_id, version)

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from swaps.engine.spec import RUNTIMES, TensorSpec, VersionSpec
 
@@ -248,7 +249,9 @@ class AuditEntry(models.Model):
 
     Names are copied rather than linked: an entry must outlive the user, model or
     version it mentions, and a refused attempt may name things that never existed.
-    Written only by `swaps.audit.audit`.
+    Written only by `swaps.audit.audit`, which chains each entry to the one before it
+    (`swaps.audit_chain`); a database trigger refuses UPDATE (and, on PostgreSQL,
+    DELETE) of a row, and `manage.py verify_audit` finds what got past it.
     """
 
     class Outcome(models.TextChoices):
@@ -257,15 +260,24 @@ class AuditEntry(models.Model):
         COMPLETED = "completed"
         FAILED = "failed"
 
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set by `audit()` before the row exists (not auto_now_add, which would set it after
+    # the hash that covers it was taken).
+    at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     actor = models.CharField(max_length=150, help_text="username, or 'anonymous'")
-    via = models.CharField(max_length=16, help_text="api, session, cli, admin, worker")
+    via = models.CharField(
+        max_length=96,
+        help_text="api, session, console, admin, worker, or cli with the OS user that ran it",
+    )
     action = models.CharField(max_length=32, db_index=True)
     model = models.CharField(max_length=64, blank=True, db_index=True)
     from_version = models.CharField(max_length=64, blank=True)
     to_version = models.CharField(max_length=64, blank=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     details = models.JSONField(default=dict, blank=True)
+    # The hash chain. Unique, so two writers that read the same head cannot both commit.
+    sequence = models.PositiveBigIntegerField(unique=True, editable=False)
+    previous_hash = models.CharField(max_length=64, editable=False)
+    entry_hash = models.CharField(max_length=64, editable=False)
 
     objects = AuditQuerySet.as_manager()
 

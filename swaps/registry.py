@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -39,6 +40,9 @@ RETIRING_IN_USE = (
     "an operation of model {model!r} under way starts from or goes to version {version!r}: "
     "retire it once that operation has ended"
 )
+ARTIFACT_NOT_ALLOWED = "not allowed: an artifact must be a file under {roots}"
+# Runtimes whose artifact runs its own code when it loads, and what to call it.
+CODE_RUNTIMES = {"python": "a python factory", "sklearn": "a joblib file (a pickle)"}
 ALREADY_REGISTERED = "version {version!r} of model {model!r} is already registered"
 NOT_PUBLISHED = (
     "version %s of model %s is registered but not yet published to the fleet (%s); "
@@ -114,6 +118,7 @@ def register_version(
             inputs=inputs,
             outputs=outputs,
         )
+        _require_code_right(user, runtime=fields["runtime"], artifact=fields["artifact"])
         try:
             with transaction.atomic():
                 served, _ = ServedModel.objects.get_or_create(name=model)
@@ -188,7 +193,11 @@ def _check_retirable(served: ServedModel, version: ModelVersion) -> None:
 def set_rollback_approval(
     *, model: ServedModel, required: bool, user: permissions.User, via: str
 ) -> ServedModel:
-    """Turn approval-gated rollbacks on or off for a model (register permission)."""
+    """Turn approval-gated rollbacks on or off for a model.
+
+    It takes a permission of its own: operators and approvers both request rollbacks,
+    and the gate is no gate if the people it holds back may open it.
+    """
     with audit.attempt(
         actor=user,
         via=via,
@@ -196,7 +205,11 @@ def set_rollback_approval(
         model=model.name,
         details={"required": required},
     ) as record:
-        permissions.require(user, permissions.REGISTER_VERSION, action="change a model")
+        permissions.require(
+            user,
+            permissions.SET_ROLLBACK_APPROVAL,
+            action="change whether a model's rollbacks need approval",
+        )
         with transaction.atomic():
             ServedModel.objects.filter(pk=model.pk).update(rollback_requires_approval=required)
             record.accepted()
@@ -233,11 +246,37 @@ def _file_artifact_problem(artifact: str) -> str | None:
     path = Path(artifact)
     if not path.is_absolute():
         return "must be an absolute path: replicas do not run in this process's directory"
+    # Before anything that looks at the file: outside the roots, whether a path exists
+    # is nobody's business (/proc/self/environ, ../../etc/passwd, a symlink out).
+    if not _under_artifact_roots(artifact):
+        return ARTIFACT_NOT_ALLOWED.format(roots=", ".join(settings.HOTSWAP_ARTIFACT_ROOTS))
     if not path.is_file():
         return f"no file at {artifact}: it must exist where the replicas read it"
     if not os.access(path, os.R_OK):
         return f"{artifact} cannot be read"
     return None
+
+
+def _under_artifact_roots(artifact: str) -> bool:
+    real = os.path.realpath(artifact)  # symlinks resolved, ".." collapsed
+    return any(os.path.commonpath([real, root]) == root for root in settings.HOTSWAP_ARTIFACT_ROOTS)
+
+
+def _require_code_right(user: permissions.User, *, runtime: str, artifact: str) -> None:
+    """A version whose artifact is code needs swaps.register_code, unless it is a python
+    factory from a module the environment trusts (HOTSWAP_CODE_MODULES)."""
+    if runtime not in CODE_RUNTIMES:
+        return
+    module = artifact.partition(":")[0]
+    trusted = (prefix.rstrip(".") for prefix in settings.HOTSWAP_CODE_MODULES)
+    # A package and what is in it, never a lookalike name ("acme_models_evil").
+    if runtime == "python" and any(
+        module == package or module.startswith(package + ".") for package in trusted
+    ):
+        return
+    permissions.require(
+        user, permissions.REGISTER_CODE, action=f"register {CODE_RUNTIMES[runtime]}"
+    )
 
 
 def check_version_fields(**given: Any) -> dict[str, Any]:
@@ -284,6 +323,9 @@ def check_version_fields(**given: Any) -> dict[str, Any]:
             problems[name] = 'must be a list of {"name", "datatype", "shape"} objects'
     if problems:
         raise invalid_fields(problems)
+    if given["runtime"] != "python":
+        # What replicas load is the file checked here, not a symlink someone may repoint.
+        artifact = os.path.realpath(artifact)
     return {
         "version": given["version"],
         "runtime": given["runtime"],

@@ -64,7 +64,7 @@ from .engine.fleet_keys import (
 from .engine.fleet_versions import QUARANTINED, Quarantine
 from .engine.inflight import LocalInflight
 from .engine.ports import LoadedModel
-from .engine.reports import ReplicaReport, nest
+from .engine.reports import ReplicaReport, nest, sealed_report
 from .engine.results import HealthCheckResult, utcnow
 from .engine.router import LocalRouter
 from .engine.runtimes import describe_exception
@@ -443,7 +443,7 @@ class Replica:
                 pipe.publish(self.keys.changes, model_id)
             pipe.set(
                 self.keys.report(self.replica_id),
-                report.to_json(),
+                sealed_report(self.seal, self.keys, report),
                 px=int(self.heartbeat_ttl * 1000),
             )
             pipe.sadd(self.keys.replicas, self.replica_id)
@@ -468,6 +468,9 @@ class ReplicaSettings:
     max_body_bytes: int = 8 * 2**20
     inference_threads: int = 8  # 0: the model runs on the event loop (bench only)
     metrics: bool = True  # GET /metrics, and what it costs each request
+    # Connections (and requests) uvicorn takes at once; beyond it answers 503 at once,
+    # so a flood of idle or slow clients cannot exhaust the process's file descriptors.
+    max_connections: int = 2048
     # A version's trial load (a child process) must finish within this; keep it under
     # the control plane's HOTSWAP_LOAD_TIMEOUT, which waits for the replicas' answers.
     trial_timeout: float = 60.0
@@ -505,6 +508,12 @@ class ReplicaSettings:
                 environ=environ,
             ),
             metrics=env_bool("HOTSWAP_METRICS", default=defaults.metrics, environ=environ),
+            max_connections=env_int(
+                "HOTSWAP_MAX_CONNECTIONS",
+                default=defaults.max_connections,
+                minimum=1,
+                environ=environ,
+            ),
             trial_timeout=env_seconds(
                 "HOTSWAP_TRIAL_TIMEOUT", default=defaults.trial_timeout, environ=environ
             ),
@@ -595,6 +604,10 @@ def main(argv: list[str] | None = None) -> None:
         # as text on a handler of its own.
         log_config=None,
         timeout_graceful_shutdown=30,
+        limit_concurrency=settings.max_connections,
+        # An idle keep-alive connection is closed after this, as uvicorn's default; a
+        # client that never finishes its headers is the TLS proxy's to cut off.
+        timeout_keep_alive=5,
     )
     uvicorn.Server(config).run()
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Iterator
@@ -10,12 +9,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from swaps.engine.fleet import Fleet
 from swaps.engine.runtimes import RuntimeModel, load
 from swaps.engine.spec import VersionSpec
 
 from .fleet_models import gated_spec
-from .processes import ReplicaProcess, drop_namespace, fleet_seal, start_replica
+from .processes import ReplicaProcess, deploy, drop_namespace, start_replica
 
 NO_REDIS_MESSAGE = (
     "REDIS_URL is {problem}. Tests need a real Redis: run them with `make test`, or "
@@ -99,21 +97,15 @@ def gateway_replica(redis_url, iris_specs, tmp_path_factory) -> Iterator[Replica
         env={"HOTSWAP_MAX_BODY_BYTES": str(GATEWAY_MAX_BODY_BYTES)},
     )
 
-    async def deploy() -> None:
-        fleet = Fleet.from_url(redis_url, namespace=namespace, seal=fleet_seal())
-        try:
-            iris = {**iris_specs, "2": replace(iris_specs["2"], outputs=())}
-            for spec in [*iris.values(), gated_spec()]:
-                await fleet.publish_spec(spec)
-            swapper = fleet.swapper()
-            await swapper.deploy("iris", "1")
-            await swapper.deploy("held", "1")
-            await fleet.versions.load("iris", "2")
-        finally:
-            await fleet.redis.aclose()
-
+    iris = {**iris_specs, "2": replace(iris_specs["2"], outputs=())}
     try:
-        asyncio.run(deploy())
+        deploy(
+            redis_url,
+            namespace,
+            [*iris.values(), gated_spec()],
+            routes={"iris": "1", "held": "1"},
+            warm=(("iris", "2"),),
+        )
         yield replica
     finally:
         replica.stop()

@@ -4,7 +4,7 @@ Each test gets its own Redis namespace and RQ queue (`control_plane`), and the e
 in-process stack behind the control plane's engine seam (`engine`). The records come
 with meaning: `serving_version` (iris 1, active), `candidate_version` (iris 2, healthy),
 `broken_version` (iris 3, fails its health check); users `alice` (operator: swap,
-request rollbacks, register), `bob` (approver: approve and request rollbacks) and
+request rollbacks, register, code included), `bob` (approver: approve and request rollbacks) and
 `mallory` (no rights).
 """
 
@@ -26,8 +26,16 @@ from tests.fleet_models import gated_spec
 
 from .local_engine import LocalEngine
 
-OPERATOR = ("start_swap", "request_rollback", "register_version")
+OPERATOR = ("start_swap", "request_rollback", "register_version", "register_code")
 APPROVER = ("approve_rollback", "request_rollback")
+
+
+@pytest.fixture(autouse=True)
+def artifact_roots(settings, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests build artifacts under pytest's temporary directory: a root, beside the
+    default one (and passed on to the processes tests start: tests/workers.py)."""
+    base = str(tmp_path_factory.getbasetemp().resolve())
+    settings.HOTSWAP_ARTIFACT_ROOTS = (*settings.HOTSWAP_ARTIFACT_ROOTS, base)
 
 
 @pytest.fixture

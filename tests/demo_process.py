@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import orjson
 import psutil
 import redis
+
+from hotswap_site import demo_env
+from swaps.engine.fleet_keys import FleetKeys
+from swaps.engine.reports import opened_report
+from swaps.engine.seal import Seal
 
 from .processes import ROOT, drop_namespace, wait_until
 
@@ -69,6 +73,7 @@ class Demo:
     replicas: int
     namespace: str
     redis_url: str
+    run_dir: Path
     children: list[psutil.Process] = field(default_factory=list)
 
     @property
@@ -89,11 +94,21 @@ class Demo:
 
     def served(self, replica_index: int) -> int:
         """Requests to iris the replica reports having answered (every version)."""
+        keys, replica_id = FleetKeys(self.namespace), f"demo-replica-{replica_index}"
         with redis.Redis.from_url(self.redis_url) as client:
-            raw = client.get(f"{self.namespace}:report:demo-replica-{replica_index}")
-        if raw is None:
-            return 0
-        return sum(orjson.loads(raw)["served"].get("iris", {}).values())
+            stored = client.get(keys.report(replica_id))
+        report = opened_report(self.fleet_seal(), keys, replica_id, stored)
+        return sum(report.served.get("iris", {}).values()) if report else 0
+
+    def fleet_seal(self) -> Seal:
+        """The key the demo made for its run, from the file it writes for commands."""
+        shared = dict(
+            line.split("=", 1) for line in self.env_file().read_text().splitlines() if "=" in line
+        )
+        return Seal([shared["HOTSWAP_FLEET_KEY"]])
+
+    def env_file(self) -> Path:
+        return self.run_dir / demo_env.FILE_NAME
 
     def family(self) -> list[psutil.Process]:
         return psutil.Process(self.popen.pid).children(recursive=True)
@@ -146,6 +161,7 @@ def start_demo(tmp_path: Path, redis_url: str, *, replicas: int, traffic: str = 
         replicas=replicas,
         namespace=namespace,
         redis_url=redis_url,
+        run_dir=tmp_path,
     )
 
 

@@ -5,6 +5,7 @@ Every wait here waits for a condition with a deadline; none sleeps to make a tes
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -42,6 +43,34 @@ def fleet_key() -> str:
 
 def fleet_seal() -> Seal:
     return Seal([fleet_key()])
+
+
+def deploy(
+    redis_url: str,
+    namespace: str,
+    specs,
+    *,
+    routes: dict[str, str],
+    warm: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """What the control plane does for a test's fleet, with the fleet key: publish the
+    `specs`, route each model of `routes` to its version, load the `warm` versions."""
+    from swaps.engine.fleet import Fleet
+
+    async def publish() -> None:
+        fleet = Fleet.from_url(redis_url, namespace=namespace, seal=fleet_seal())
+        try:
+            for spec in specs:
+                await fleet.publish_spec(spec)
+            swapper = fleet.swapper()
+            for model_id, version in routes.items():
+                await swapper.deploy(model_id, version)
+            for model_id, version in warm:
+                await fleet.versions.load(model_id, version)
+        finally:
+            await fleet.redis.aclose()
+
+    asyncio.run(publish())
 
 
 def free_port() -> int:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from swaps import audit, tokens
+from swaps import audit, rollbacks, tokens
 from swaps.models import AuditEntry, ModelVersion, RollbackRequest, ServedModel
 from swaps.refusals import Forbidden
 
-from .control_plane import make_user
+from .control_plane import APPROVER, OPERATOR, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -19,6 +19,14 @@ def admin_client(client):
     admin = User.objects.create_superuser("root", "root@example.com", None)
     client.force_login(admin)
     return client
+
+
+def staff(username: str, *codenames: str) -> User:
+    """A user who may open the admin, holding only the permissions `codenames`."""
+    user = make_user(username, codenames)
+    user.is_staff = True
+    user.save()
+    return user
 
 
 @pytest.fixture
@@ -81,6 +89,60 @@ def test_requiring_approval_goes_through_the_domain_and_is_audited(admin_client,
     iris.refresh_from_db()
     assert iris.rollback_requires_approval
     assert AuditEntry.objects.get(action="set_rollback_approval").actor == "root"
+
+
+@pytest.fixture
+def gated(db) -> ServedModel:
+    return ServedModel.objects.create(name="held", rollback_requires_approval=True)
+
+
+def drop_approval(client, served: ServedModel):
+    return client.post(
+        "/admin/swaps/servedmodel/",
+        {"action": "drop_approval", "_selected_action": [served.pk]},
+    )
+
+
+def test_the_approval_actions_are_not_offered_to_a_viewer(client, gated):
+    client.force_login(staff("viewer", "view_servedmodel"))
+
+    page = client.get("/admin/swaps/servedmodel/").content.decode()
+
+    assert 'value="drop_approval"' not in page
+    assert 'value="require_approval"' not in page
+
+
+def test_a_forged_drop_approval_from_a_viewer_changes_nothing(client, gated):
+    client.force_login(staff("viewer", "view_servedmodel"))
+
+    drop_approval(client, gated)
+
+    gated.refresh_from_db()
+    assert gated.rollback_requires_approval
+
+
+def test_an_operator_cannot_drop_the_approval_their_rollbacks_wait_for(client, gated):
+    client.force_login(staff("alice", *OPERATOR, "view_servedmodel"))
+
+    page = client.get("/admin/swaps/servedmodel/").content.decode()
+    drop_approval(client, gated)
+
+    assert 'value="drop_approval"' not in page
+    gated.refresh_from_db()
+    assert gated.rollback_requires_approval
+
+
+def test_the_approval_actions_work_for_a_user_who_holds_the_right(client, gated):
+    client.force_login(staff("carol", "view_servedmodel", "set_rollback_approval"))
+
+    page = client.get("/admin/swaps/servedmodel/").content.decode()
+    drop_approval(client, gated)
+
+    assert 'value="drop_approval"' in page
+    gated.refresh_from_db()
+    assert not gated.rollback_requires_approval
+    entry = AuditEntry.objects.get(action="set_rollback_approval")
+    assert (entry.actor, entry.via, entry.outcome) == ("carol", "admin", "accepted")
 
 
 def test_versions_are_listed_with_filters_and_search(admin_client, serving_version):
@@ -160,8 +222,6 @@ def test_a_rollback_request_is_approved_from_the_admin_through_the_domain(
     admin_client, alice, iris, served_before, engine
 ):
     ServedModel.objects.filter(pk=iris.pk).update(rollback_requires_approval=True)
-    from swaps import rollbacks
-
     waiting = rollbacks.request_rollback(
         model="iris", target_version="1", reason="bad", user=alice, via="test"
     )
@@ -173,6 +233,45 @@ def test_a_rollback_request_is_approved_from_the_admin_through_the_domain(
 
     assert RollbackRequest.objects.get().state == "approved"
     assert engine.route("iris") == "1"
+
+
+@pytest.fixture
+def waiting(alice, iris, served_before) -> RollbackRequest:
+    """alice's rollback of iris to 1, waiting for another user's approval."""
+    ServedModel.objects.filter(pk=iris.pk).update(rollback_requires_approval=True)
+    return rollbacks.request_rollback(
+        model="iris", target_version="1", reason="bad", user=alice, via="test"
+    )
+
+
+def test_rollback_decisions_are_not_offered_to_a_viewer(client, waiting):
+    client.force_login(staff("viewer", "view_rollbackrequest"))
+
+    page = client.get("/admin/swaps/rollbackrequest/").content.decode()
+
+    assert 'value="approve"' not in page
+    assert 'value="reject"' not in page
+
+
+def test_a_forged_approval_from_a_viewer_changes_nothing(client, waiting, engine):
+    client.force_login(staff("viewer", "view_rollbackrequest"))
+
+    client.post(
+        "/admin/swaps/rollbackrequest/",
+        {"action": "approve", "_selected_action": [waiting.pk]},
+    )
+
+    waiting.refresh_from_db()
+    assert waiting.state == "pending"
+    assert engine.route("iris") == "2"
+
+
+def test_rollback_decisions_are_offered_to_an_approver(client, waiting):
+    client.force_login(staff("bob", *APPROVER, "view_rollbackrequest"))
+
+    page = client.get("/admin/swaps/rollbackrequest/").content.decode()
+
+    assert 'value="approve"' in page and 'value="reject"' in page
 
 
 @pytest.fixture

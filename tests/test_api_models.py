@@ -150,14 +150,15 @@ def file_version(artifact: str) -> dict:
 @pytest.mark.parametrize(
     ("artifact", "problem"),
     [
-        ("/nonexistent/model.joblib", "no file at /nonexistent/model.joblib"),
+        ("{root}/missing.joblib", "no file at {root}/missing.joblib"),
         ("s3://bucket/iris.joblib", "s3:// URIs are not supported"),
         ("models/iris.joblib", "must be an absolute path"),
     ],
 )
 def test_a_file_artifact_replicas_could_not_load_is_refused_at_registration(
-    alice, iris, artifact, problem
+    alice, iris, artifact, problem, tmp_path
 ):
+    artifact, problem = (text.format(root=tmp_path.resolve()) for text in (artifact, problem))
     response = post_json(client_for(alice), "/api/models/iris/versions", file_version(artifact))
 
     assert response.status_code == 400

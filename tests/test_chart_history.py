@@ -16,7 +16,7 @@ import pytest
 
 from swaps import broadcast, live
 from swaps.engine.fleet import Fleet
-from swaps.engine.reports import ReplicaReport
+from swaps.engine.reports import ReplicaReport, sealed_report
 from swaps.fleet_reports import open_fleet
 
 from .processes import free_port
@@ -54,7 +54,8 @@ class Replica:
             routes={"held": route},
             served={"held": served},
         )
-        await self.fleet.redis.set(self.fleet.keys.report(self.replica_id), report.to_json())
+        stored = sealed_report(self.fleet.seal, self.fleet.keys, report)
+        await self.fleet.redis.set(self.fleet.keys.report(self.replica_id), stored)
         await self.fleet.redis.sadd(self.fleet.keys.replicas, self.replica_id)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from dataclasses import replace
 from io import StringIO
 
@@ -10,13 +12,23 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from swaps import jobs, tokens
-from swaps.models import ModelVersion, RollbackRequest, ServedModel, Swap
+from swaps import jobs, registry, tokens
+from swaps.models import AuditEntry, ModelVersion, RollbackRequest, ServedModel, Swap
 
-from .control_plane import add_version
+from .control_plane import add_version, make_user
 from .workers import manage
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def not_under_sudo(monkeypatch):
+    # Run through sudo, the suite would see its caller named in every command's entries.
+    monkeypatch.delenv("SUDO_USER", raising=False)
+
+
+def os_account() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
 
 
 def run(*args: str) -> str:
@@ -101,6 +113,59 @@ def test_approve_rollback_refuses_your_own_request(bob, iris, served_before):
         run("approve_rollback", str(waiting["id"]), "--user", "bob")
 
 
+def test_a_command_records_the_os_account_that_ran_it_beside_the_user_it_names(
+    alice, bob, iris, served_before
+):
+    ServedModel.objects.filter(pk=iris.pk).update(rollback_requires_approval=True)
+    waiting = run_json("rollback", "iris", "1", "--reason", "bad", "--user", "alice")
+
+    run("approve_rollback", str(waiting["id"]), "--user", "bob")
+
+    entry = AuditEntry.objects.get(action="approve_rollback")
+    assert (entry.actor, entry.via) == ("bob", f"cli (os user {os_account()})")
+
+
+def test_the_os_account_comes_from_the_process_not_its_environment(
+    alice, candidate_version, monkeypatch
+):
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):  # what getpass.getuser() reads
+        monkeypatch.setenv(name, "bob")
+
+    run("swap", "iris", "1", "2", "--user", "alice")
+
+    assert AuditEntry.objects.get(action="start_swap").via == f"cli (os user {os_account()})"
+
+
+def test_a_command_run_through_sudo_also_records_who_ran_sudo(
+    alice, candidate_version, monkeypatch
+):
+    monkeypatch.setenv("SUDO_USER", "alice")
+
+    run("swap", "iris", "1", "2", "--user", "alice")
+
+    entry = AuditEntry.objects.get(action="start_swap")
+    assert entry.via == f"cli (os user {os_account()}, sudo from alice)"
+
+
+def test_a_sudo_user_is_recorded_no_longer_than_a_linux_user_name(
+    alice, candidate_version, monkeypatch
+):
+    monkeypatch.setenv("SUDO_USER", "x" * 500)  # the caller's to set
+
+    run("swap", "iris", "1", "2", "--user", "alice")
+
+    entry = AuditEntry.objects.get(action="start_swap")
+    assert entry.via.endswith(f", sudo from {'x' * 32})")
+
+
+def test_a_refused_command_records_the_os_account_too(mallory, candidate_version):
+    with pytest.raises(CommandError):
+        run("swap", "iris", "1", "2", "--user", "mallory")
+
+    entry = AuditEntry.objects.get(action="start_swap")
+    assert (entry.outcome, entry.via) == ("refused", f"cli (os user {os_account()})")
+
+
 def test_reject_rollback_rejects(alice, bob, iris, served_before):
     ServedModel.objects.filter(pk=iris.pk).update(rollback_requires_approval=True)
     waiting = run_json("rollback", "iris", "1", "--reason", "bad", "--user", "alice")
@@ -171,6 +236,13 @@ def test_republish_fleet_republishes_the_routes(serving_version, engine):
     assert engine.republished[-1] == {"iris": ("1", ["1"])}
 
 
+def test_republish_fleet_records_the_os_account_that_ran_it(serving_version, engine):
+    run("republish_fleet")
+
+    entry = AuditEntry.objects.get(action="republish_fleet")
+    assert (entry.actor, entry.via) == ("cli", f"cli (os user {os_account()})")
+
+
 def test_republish_fleet_keeps_the_route_of_a_model_mid_swap(alice, candidate_version, engine):
     run("swap", "iris", "1", "2", "--user", "alice")
 
@@ -202,6 +274,11 @@ def test_seed_demo_gives_each_user_their_rights(seeded):
     assert not mallory.get_all_permissions()
 
 
+def test_seed_demo_gives_no_demo_user_the_approval_gate(seeded):
+    for username in ("alice", "bob", "mallory"):
+        assert not User.objects.get(username=username).has_perm("swaps.set_rollback_approval")
+
+
 def test_seed_demo_lets_alice_read_the_records_in_the_admin(seeded, client):
     client.force_login(User.objects.get(username="alice"))
 
@@ -217,6 +294,45 @@ def test_seed_demo_serves_iris_1_with_approval_gated_rollbacks(seeded, engine):
     assert (iris.active_version.version, iris.rollback_requires_approval) == ("1", True)
     assert sorted(iris.versions.values_list("version", flat=True)) == ["1", "2", "3"]
     assert engine.route("iris") == "1"
+
+
+def test_seed_demo_sets_the_approval_gate_as_itself_audited(seeded):
+    entry = AuditEntry.objects.get(action="set_rollback_approval")
+
+    assert (entry.actor, entry.outcome, entry.model, entry.details) == (
+        "seed_demo",
+        "accepted",
+        "iris",
+        {"required": True},
+    )
+
+
+def test_every_audit_entry_seed_demo_writes_names_the_os_account(seeded):
+    entries = AuditEntry.objects.all()
+
+    assert {e.action for e in entries} >= {"register_version", "seed_demo"}
+    assert {e.via for e in entries} == {f"cli (os user {os_account()})"}
+
+
+def test_seed_demo_no_approval_cannot_open_the_gate_of_a_model_it_serves(seeded):
+    # An operator with a shell tried this once the gate no longer took register_version.
+    document = run_json("seed_demo", "--no-approval")
+
+    iris = ServedModel.objects.get(name="iris")
+    assert iris.rollback_requires_approval and document["rollback_requires_approval"]
+    assert AuditEntry.objects.filter(action="set_rollback_approval").count() == 1
+
+
+def test_seed_demo_again_leaves_a_changed_approval_gate_alone(seeded):
+    iris = ServedModel.objects.get(name="iris")
+    keeper = make_user("carol", ("set_rollback_approval",))
+    registry.set_rollback_approval(model=iris, required=False, user=keeper, via="test")
+
+    text = run("seed_demo")
+
+    iris.refresh_from_db()
+    assert not iris.rollback_requires_approval
+    assert "iris still rolls back without approval: seed_demo sets that only" in text
 
 
 def test_seed_demo_again_changes_nothing(seeded):

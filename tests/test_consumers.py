@@ -60,6 +60,37 @@ async def test_a_signed_in_websocket_from_a_foreign_origin_is_refused(alice, iri
     assert connected is False
 
 
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://localhost:9999",
+        b"https://localhost:8443",
+        b"http://localhost.evil.example",
+        b"null",
+    ],
+)
+async def test_a_websocket_from_another_port_of_the_same_host_is_refused(alice, iris, origin):
+    # Before, any Origin naming an allowed host passed, whatever its port.
+    cookie = await sync_to_async(session_cookie)(alice)
+    socket = communicator("/ws/dashboard/", (b"origin", origin), cookie)
+
+    connected, _ = await socket.connect()
+
+    assert connected is False
+
+
+async def test_a_websocket_from_a_trusted_origin_is_accepted(alice, iris, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://console.example.com"]
+    settings.ALLOWED_HOSTS = ["localhost"]
+    cookie = await sync_to_async(session_cookie)(alice)
+    socket = communicator("/ws/models/iris/", (b"origin", b"https://console.example.com"), cookie)
+
+    connected, _ = await socket.connect()
+
+    assert connected is True
+    await socket.disconnect()
+
+
 async def test_a_signed_in_websocket_is_accepted(alice, iris):
     socket = communicator("/ws/models/iris/", ORIGIN, await sync_to_async(session_cookie)(alice))
 

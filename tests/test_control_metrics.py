@@ -10,9 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from swaps import jobs, rollbacks, swapping
 from swaps.engine.fleet_keys import FleetKeys
-from swaps.engine.reports import ReplicaReport
+from swaps.engine.reports import ReplicaReport, sealed_report
 from swaps.engine.results import utcnow
 from swaps.models import ServedModel
+from tests.processes import fleet_seal
 
 pytestmark = pytest.mark.django_db
 
@@ -84,7 +85,7 @@ def test_the_fleet_is_counted_from_the_replicas_reports(db, control_plane, redis
     now = utcnow()
     report = ReplicaReport("replica-a", "", 1, now, now, incarnation="", routes={"iris": "2"})
     with redis.Redis.from_url(redis_url) as client:
-        client.set(keys.report("replica-a"), report.to_json(), px=60_000)
+        client.set(keys.report("replica-a"), sealed_report(fleet_seal(), keys, report), px=60_000)
         client.sadd(keys.replicas, "replica-a")
 
     samples = scrape()

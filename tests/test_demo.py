@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import re
 import signal
+import stat
 import subprocess
 from collections.abc import Iterator
 
 import httpx
 import pytest
+
+from hotswap_site.settings import DEV_FLEET_KEY
+from swaps.engine.seal import Seal
 
 from .chromium import chromium
 from .demo_process import (
@@ -86,6 +90,16 @@ def test_demo_traffic_reaches_every_replica(demo):
             timeout=60,
             what=f"demo traffic to reach replica {index}",
         )
+
+
+def test_the_demos_fleet_key_is_its_own_and_only_its_users_to_read(demo):
+    # The environment gave the demo no key: it made one, not the laptop default.
+    made = demo.fleet_seal()
+    laptop_default = Seal([DEV_FLEET_KEY])
+    sealed = made.seal("spec", b"field", b"{}")
+
+    assert stat.S_IMODE(demo.env_file().stat().st_mode) == 0o600
+    assert laptop_default.open("spec", b"field", sealed) is None
 
 
 def test_printed_login_logs_in_to_the_console(demo):
@@ -179,7 +193,9 @@ def readme_example() -> list[str]:
 
 def test_the_readmes_bring_your_own_model_lines_work_against_the_demo(demo, tmp_path):
     *lines, approval = readme_example()
-    env = {**demo_environment(demo), "MODELS": str(tmp_path)}
+    # Where this demo's replicas read artifacts (the README's default, run/models, is
+    # the checkout's own demo's): artifacts elsewhere are not allowed.
+    env = {**demo_environment(demo), "MODELS": str(demo.run_dir / "models" / "mine")}
 
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", "\n".join(lines)],

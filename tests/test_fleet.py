@@ -26,7 +26,7 @@ from swaps.engine.errors import (
 from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_versions import WARM_MARGIN
 from swaps.engine.hotswapper import WARM, ModelHotSwapper, SwapPolicy
-from swaps.engine.reports import ReplicaReport
+from swaps.engine.reports import ReplicaReport, sealed_report
 from swaps.engine.results import SwapState, utcnow
 from tests.engine.conftest import Transitions
 from tests.fleet_models import Gate, gated_spec
@@ -563,6 +563,7 @@ async def heartbeat_without_acks(fleet: Fleet, replica_id: str) -> None:
     now = utcnow()
     report = ReplicaReport(replica_id, "", 0, now, now, incarnation="")
     while True:
-        await fleet.redis.set(fleet.keys.report(replica_id), report.to_json(), px=1000)
+        stored = sealed_report(fleet.seal, fleet.keys, report)
+        await fleet.redis.set(fleet.keys.report(replica_id), stored, px=1000)
         await fleet.redis.sadd(fleet.keys.replicas, replica_id)
         await asyncio.sleep(0.1)

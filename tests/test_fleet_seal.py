@@ -23,6 +23,8 @@ import redis
 from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_keys import FleetKeys, version_field
 from swaps.engine.fleet_versions import Quarantine
+from swaps.engine.reports import ReplicaReport, sealed_report
+from swaps.engine.results import utcnow
 from swaps.engine.seal import Seal
 
 from .fleet_models import gated_spec
@@ -31,6 +33,7 @@ from .live import answer
 from .processes import (
     ROOT,
     ReplicaProcess,
+    deploy,
     fleet_key,
     fleet_seal,
     start_replica,
@@ -80,15 +83,9 @@ def fleet_replica(redis_url, redis_namespace, tmp_path) -> Iterator[ReplicaProce
         env={"TMPDIR": str(tmp_path)},
     )
 
-    async def deploy() -> None:
-        async with opened(redis_url, redis_namespace) as fleet:
-            for version in ("1", "2"):
-                await fleet.publish_spec(gated_spec(version=version))
-            await fleet.swapper().deploy("held", "1")
-            await fleet.versions.load("held", "2")
-
+    specs = [gated_spec(version="1"), gated_spec(version="2")]
     try:
-        asyncio.run(deploy())
+        deploy(redis_url, redis_namespace, specs, routes={"held": "1"}, warm=(("held", "2"),))
         yield replica
     finally:
         replica.stop()
@@ -211,3 +208,22 @@ def test_a_replica_given_another_fleet_key_never_reports_ready(
         assert httpx.get(f"{fleet_replica.url}/v2/health/ready").status_code == 200
     finally:
         stranger.stop()
+
+
+def test_a_forged_replica_report_is_not_counted(redis_url, redis_namespace):
+    keys = FleetKeys(redis_namespace)
+    now = utcnow()
+    # It would tell the console (and a drain) that a version served 10,000 requests and
+    # has none in flight, and ack any flip.
+    forged = ReplicaReport("ghost", "", 1, now, now, incarnation="", served={"held": {"1": 10_000}})
+    real = ReplicaReport("replica-a", "", 2, now, now, incarnation="")
+
+    async def scenario() -> list[str]:
+        async with opened(redis_url, redis_namespace) as fleet:
+            await fleet.redis.set(keys.report("ghost"), forged.to_json(), px=60_000)
+            stored = sealed_report(fleet.seal, keys, real)
+            await fleet.redis.set(keys.report("replica-a"), stored, px=60_000)
+            await fleet.redis.sadd(keys.replicas, "ghost", "replica-a")
+            return [report.replica_id for report in await fleet.replicas()]
+
+    assert asyncio.run(scenario()) == ["replica-a"]

@@ -17,11 +17,11 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from swaps.engine.fleet_keys import FleetKeys
-from swaps.engine.reports import ReplicaReport
+from swaps.engine.reports import ReplicaReport, opened_report
 from swaps.engine.results import utcnow
 
 from .fleet_models import Gate
-from .processes import wait_until
+from .processes import fleet_seal, wait_until
 
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]  # a setosa: class 0
 V2_REQUEST = {
@@ -251,14 +251,19 @@ def test_health_and_other_models_answer_while_a_model_is_busy(gateway_replica, u
 
 def in_flight(replica, redis_url: str, model_id: str) -> int:
     with redis.Redis.from_url(redis_url) as client:
-        raw = client.get(FleetKeys(replica.namespace).report(replica.replica_id))
-    return sum(ReplicaReport.from_json(raw).inflight.get(model_id, {}).values()) if raw else 0
+        report = stored_report(client, replica)
+    return sum(report.inflight.get(model_id, {}).values()) if report else 0
 
 
 def report_of(replica, redis_url: str) -> ReplicaReport:
     with redis.Redis.from_url(redis_url) as client:
-        raw = client.get(FleetKeys(replica.namespace).report(replica.replica_id))
-    return ReplicaReport.from_json(raw)
+        return stored_report(client, replica)
+
+
+def stored_report(client: redis.Redis, replica) -> ReplicaReport | None:
+    keys = FleetKeys(replica.namespace)
+    stored = client.get(keys.report(replica.replica_id))
+    return opened_report(fleet_seal(), keys, replica.replica_id, stored)
 
 
 def counts_after(replica, redis_url: str, moment) -> tuple[int, int, int]:

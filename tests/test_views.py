@@ -9,9 +9,10 @@ from django.utils.timezone import now
 from swaps import rollbacks
 from swaps.console import HISTORY_LENGTH
 from swaps.engine.fleet_keys import FleetKeys
-from swaps.engine.reports import ReplicaReport
+from swaps.engine.reports import ReplicaReport, sealed_report
 from swaps.engine.results import HealthCheckResult, utcnow
 from swaps.models import RollbackRequest, ServedModel, Swap
+from tests.processes import fleet_seal
 
 from .control_plane import client_for
 
@@ -97,7 +98,7 @@ def test_the_approvals_queue_shows_the_targets_health_who_asked_and_how_long_ago
         "replica-a", "", 1, now, now, incarnation="", health={"iris": {"1": check}}
     )
     with redis.Redis.from_url(redis_url) as client:
-        client.set(keys.report("replica-a"), report.to_json(), px=60_000)
+        client.set(keys.report("replica-a"), sealed_report(fleet_seal(), keys, report), px=60_000)
         client.sadd(keys.replicas, "replica-a")
 
     page = client_for(bob).get("/approvals/").content.decode()

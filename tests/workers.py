@@ -46,6 +46,7 @@ def django_env(**extra: str) -> dict[str, str]:
         "HOTSWAP_NAMESPACE": settings.HOTSWAP_NAMESPACE,
         "HOTSWAP_RQ_QUEUE": settings.HOTSWAP_RQ_QUEUE,
         "HOTSWAP_FLEET_KEY": settings.HOTSWAP_FLEET_KEYS[0],
+        "HOTSWAP_ARTIFACT_ROOTS": ",".join(settings.HOTSWAP_ARTIFACT_ROOTS),
         "HOTSWAP_HEARTBEAT_INTERVAL": "0.2",
         "HOTSWAP_HEARTBEAT_TTL": "2.5",
         "HOTSWAP_LEASE_TTL": "1.0",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-OPERATOR_PERMISSIONS = ["start_swap", "request_rollback", "register_version"]
+OPERATOR_PERMISSIONS = ["start_swap", "request_rollback", "register_version", "register_code"]
 
 
 def bench_environment(workdir: Path, namespace: str, **settings: str) -> dict[str, str]:

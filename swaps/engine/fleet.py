@@ -118,7 +118,7 @@ class FleetRouter:
         A replica that is still heartbeating yet does not apply it within the ack
         timeout gets the previous route back (a new flip) and the flip fails, naming it.
         """
-        reports = await live_reports(self._redis, self._keys)
+        reports = await live_reports(self._redis, self._keys, self._fleet.seal)
         if not reports:
             raise FleetUnavailable(NO_LIVE_REPLICA)
         started = time.monotonic()
@@ -126,7 +126,9 @@ class FleetRouter:
         lagging = await self._await_acks(model_id, epoch, started)
         if lagging is None:
             return epoch
-        await self._set(model_id, previous, await live_reports(self._redis, self._keys))
+        await self._set(
+            model_id, previous, await live_reports(self._redis, self._keys, self._fleet.seal)
+        )
         raise FleetUnavailable(
             NO_ACK.format(
                 replica=lagging,
@@ -209,7 +211,7 @@ class FleetInflight:
 
     @unavailable_as_error
     async def _sum(self, table: str, model_id: str, version: str) -> int:
-        reports = await live_reports(self._fleet.redis, self._fleet.keys)
+        reports = await live_reports(self._fleet.redis, self._fleet.keys, self._fleet.seal)
         return sum(r.count(table, model_id, version) for r in reports)
 
 
@@ -282,7 +284,7 @@ class Fleet:
 
     def report_rounds(self) -> AsyncIterator[list[ReplicaReport]]:
         """Live reports now and after every replica report (see reports.report_rounds)."""
-        return report_rounds(self.redis, self.keys, interval=self.poll_interval)
+        return report_rounds(self.redis, self.keys, self.seal, interval=self.poll_interval)
 
     def swapper(
         self, *, policy: SwapPolicy | None = None, on_change: Observer | None = None
@@ -305,7 +307,7 @@ class Fleet:
     @unavailable_as_error
     async def replicas(self) -> list[ReplicaReport]:
         """The latest report of every live replica."""
-        return await live_reports(self.redis, self.keys)
+        return await live_reports(self.redis, self.keys, self.seal)
 
     @unavailable_as_error
     async def is_empty(self) -> bool:
@@ -339,7 +341,7 @@ class Fleet:
         Quarantines the database holds are written; ones only Redis holds stay, for the
         control plane to record.
         """
-        reports = await live_reports(self.redis, self.keys)
+        reports = await live_reports(self.redis, self.keys, self.seal)
         epochs = await self.redis.hgetall(self.keys.epochs)
         held = {text(model_id): int(epoch) for model_id, epoch in epochs.items()}
         desired = self.seal.open_all("desired", await self.redis.hgetall(self.keys.desired))

@@ -92,7 +92,7 @@ class FleetVersions:
 
     @unavailable_as_error
     async def is_loaded(self, model_id: str, version: str) -> bool:
-        reports = await live_reports(self._redis, self._keys)
+        reports = await live_reports(self._redis, self._keys, self._fleet.seal)
         return bool(reports) and all(r.has_loaded(model_id, version) for r in reports)
 
     @unavailable_as_error
@@ -107,7 +107,7 @@ class FleetVersions:
         if raw is not None:
             reason = Quarantine.from_json(raw).reason
             raise LoadError(QUARANTINED.format(model_id=model_id, version=version, reason=reason))
-        if not await live_reports(self._redis, self._keys):
+        if not await live_reports(self._redis, self._keys, self._fleet.seal):
             raise FleetUnavailable(NO_LIVE_REPLICA)
         request = await self._redis.incr(self._keys.load_requests)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -123,7 +123,7 @@ class FleetVersions:
     @unavailable_as_error
     async def check_health(self, model_id: str, version: str) -> HealthCheckResult:
         """The worst of the live replicas' latest checks: unhealthy first, then slowest."""
-        reports = await live_reports(self._redis, self._keys)
+        reports = await live_reports(self._redis, self._keys, self._fleet.seal)
         if not reports:
             return HealthCheckResult.failure(
                 model_id=model_id, version=version, reason=NO_REPLICA_TO_CHECK, replica=""
@@ -139,7 +139,7 @@ class FleetVersions:
     async def signature(self, model_id: str, version: str) -> Signature | None:
         described = {
             orjson.dumps(r.signatures.get(model_id, {}).get(version))
-            for r in await live_reports(self._redis, self._keys)
+            for r in await live_reports(self._redis, self._keys, self._fleet.seal)
             if r.has_loaded(model_id, version)
         }
         if len(described) != 1:
@@ -151,7 +151,7 @@ class FleetVersions:
     @unavailable_as_error
     async def keep_warm(self, model_id: str, version: str) -> bool:
         field = version_field(model_id, version)
-        reports = await live_reports(self._redis, self._keys)
+        reports = await live_reports(self._redis, self._keys, self._fleet.seal)
         raw = self._seal.open("desired", field, await self._redis.hget(self._keys.desired, field))
         if not reports or raw is None:
             return False

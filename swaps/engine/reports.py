@@ -22,6 +22,8 @@ from .results import HealthCheckResult
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from .seal import Seal
+
 # model -> version -> value: JSON objects nest cleanly, so no key needs a separator.
 PerVersion = dict[str, dict[str, Any]]
 # While notifications keep coming, a wait still reads every report this often (in
@@ -102,7 +104,21 @@ def nest(flat: dict[tuple[str, str], Any]) -> PerVersion:
     return nested
 
 
-async def live_reports(redis: Redis, keys: FleetKeys) -> list[ReplicaReport]:
+def sealed_report(seal: Seal, keys: FleetKeys, report: ReplicaReport) -> bytes:
+    """The report as a replica stores it: sealed, for its own key only."""
+    return seal.seal("report", keys.report(report.replica_id), report.to_json())
+
+
+def opened_report(
+    seal: Seal, keys: FleetKeys, replica_id: str, stored: bytes | None
+) -> ReplicaReport | None:
+    """The report stored under `replica_id`'s key, or None: none, or one not sealed with
+    the fleet key (a forged report would count requests nobody served, or ack a flip)."""
+    raw = seal.open("report", keys.report(replica_id), stored)
+    return ReplicaReport.from_json(raw) if raw is not None else None
+
+
+async def live_reports(redis: Redis, keys: FleetKeys, seal: Seal) -> list[ReplicaReport]:
     """Reports of the replicas whose heartbeat has not lapsed, in replica id order.
 
     A replica killed without a word stops counting once its report key expires; its id
@@ -115,11 +131,12 @@ async def live_reports(redis: Redis, keys: FleetKeys) -> list[ReplicaReport]:
     gone = [m for m, raw in zip(members, raws, strict=True) if raw is None]
     if gone:
         await redis.srem(keys.replicas, *gone)
-    return [ReplicaReport.from_json(raw) for raw in raws if raw is not None]
+    opened = (opened_report(seal, keys, m, raw) for m, raw in zip(members, raws, strict=True))
+    return [report for report in opened if report is not None]
 
 
 async def report_rounds(
-    redis: Redis, keys: FleetKeys, *, interval: float
+    redis: Redis, keys: FleetKeys, seal: Seal, *, interval: float
 ) -> AsyncIterator[list[ReplicaReport]]:
     """The live reports now, then again each time a replica reports (or `interval` passes).
 
@@ -135,7 +152,7 @@ async def report_rounds(
     pubsub = redis.pubsub()
     try:
         await pubsub.subscribe(keys.reported)
-        reports = {r.replica_id: r for r in await live_reports(redis, keys)}
+        reports = {r.replica_id: r for r in await live_reports(redis, keys, seal)}
         refreshed = time.monotonic()
         while True:
             yield [reports[replica_id] for replica_id in sorted(reports)]
@@ -145,16 +162,17 @@ async def report_rounds(
                 reporters.add(text(message["data"]))
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
             if not reporters or time.monotonic() - refreshed >= REFRESH_ROUNDS * interval:
-                reports = {r.replica_id: r for r in await live_reports(redis, keys)}
+                reports = {r.replica_id: r for r in await live_reports(redis, keys, seal)}
                 refreshed = time.monotonic()
                 continue
             named = sorted(reporters)
             for replica_id, raw in zip(
                 named, await redis.mget([keys.report(r) for r in named]), strict=True
             ):
-                if raw is None:
+                report = opened_report(seal, keys, replica_id, raw)
+                if report is None:
                     reports.pop(replica_id, None)
                 else:
-                    reports[replica_id] = ReplicaReport.from_json(raw)
+                    reports[replica_id] = report
     finally:
         await pubsub.aclose()

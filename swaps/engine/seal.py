@@ -2,10 +2,12 @@
 
 Whoever can write to the fleet's Redis could otherwise register a spec that names their
 own module and ask every replica to load it, route a model to a version nobody chose,
-or quarantine a healthy version. Every entry that tells a replica what to run or serve
-(specs, the desired set, routes, quarantines) therefore carries an HMAC-SHA256 made
-with the fleet key (`HOTSWAP_FLEET_KEY`), which every fleet process holds and Redis
-never sees; an entry whose seal does not match is ignored, and said so in the log.
+quarantine a healthy version, or write a replica's report (requests nobody served, a
+flip acked that no replica applied). Every entry that tells a replica what to run or
+serve (specs, the desired set, routes, quarantines), and every replica's report, carries
+an HMAC-SHA256 made with the fleet key (`HOTSWAP_FLEET_KEY`), which every fleet process
+holds and Redis never sees; an entry whose seal does not match is ignored, and said so
+in the log.
 
 A sealed value is `<64 hex digits>.<value>`. The MAC covers the entry's kind and its
 field as well as the value, so a sealed entry cannot be moved to another version or

@@ -24,6 +24,9 @@ class Command(DomainCommand):
 
     def run(self, **options: Any) -> tuple[Any, str]:
         version = quarantine.clear(
-            model=options["model"], version=options["version"], user=options["user"], via="cli"
+            model=options["model"],
+            version=options["version"],
+            user=options["user"],
+            via=options["via"],
         )
         return documents.version_document(version), f"{version}: quarantine cleared"

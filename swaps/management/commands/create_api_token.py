@@ -22,6 +22,6 @@ class Command(DomainCommand):
 
     def run(self, **options: Any) -> tuple[Any, str]:
         user = find_user(options["username"])
-        token, secret = tokens.create_api_token(user=user, name=options["name"], via="cli")
+        token, secret = tokens.create_api_token(user=user, name=options["name"], via=options["via"])
         document = {"id": token.pk, "user": user.get_username(), "name": token.name}
         return {**document, "token": secret}, secret

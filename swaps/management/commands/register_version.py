@@ -56,7 +56,7 @@ class Command(DomainCommand):
             version=options["version"],
             **fields,
             user=options["user"],
-            via="cli",
+            via=options["via"],
         )
         text = f"registered {version.served_model.name} {version.version} ({version.runtime})"
         return documents.version_document(version), text

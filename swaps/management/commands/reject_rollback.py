@@ -20,6 +20,6 @@ class Command(DomainCommand):
 
     def run(self, **options: Any) -> tuple[Any, str]:
         request = rollbacks.reject_rollback(
-            request_id=options["request_id"], user=options["user"], via="cli"
+            request_id=options["request_id"], user=options["user"], via=options["via"]
         )
         return documents.rollback_document(request), describe(request)

@@ -29,7 +29,7 @@ class Command(DomainCommand):
         routes = {m: active for m, (active, _) in snapshot.routes.items() if m not in kept}
         audit.audit(
             actor="cli",
-            via="cli",
+            via=options["via"],
             action=audit.REPUBLISH,
             outcome="completed",
             details={"routes": routes, "kept": kept},

@@ -28,7 +28,7 @@ class Command(DomainCommand):
             model=options["model"],
             version=options["version"],
             user=options["user"],
-            via="cli",
+            via=options["via"],
             restore=options["restore"],
         )
         done = "restored" if version.retired_at is None else "retired"

@@ -28,7 +28,7 @@ class Command(DomainCommand):
             target_version=options["target_version"],
             reason=options["reason"],
             user=options["user"],
-            via="cli",
+            via=options["via"],
         )
         return documents.rollback_document(request), describe(request)
 

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.management.base import CommandParser
+from django.db import transaction
 
 from swaps import audit, fleet_state, registry, swapping
 from swaps.demo_models import IRIS_MODEL_ID, build_demo_models
@@ -26,11 +27,22 @@ READ_RECORDS = [
     for model in ("servedmodel", "modelversion", "swap", "swaptransition", "rollbackrequest")
 ] + ["view_auditentry"]
 GROUPS = {
-    "operators": ["start_swap", "request_rollback", "register_version", *READ_RECORDS],
+    "operators": [
+        "start_swap",
+        "request_rollback",
+        "register_version",
+        "register_code",
+        *READ_RECORDS,
+    ],
     "approvers": ["approve_rollback", "request_rollback", *READ_RECORDS],
 }
 USERS = {"alice": "operators", "bob": "approvers", "mallory": None}
 FIRST_VERSION = "1"
+APPROVAL_KEPT = (
+    "{model} {state}: seed_demo sets that only when it first serves a model; since then "
+    "only a user with the swaps.set_rollback_approval permission changes it (the admin's "
+    "approval actions)"
+)
 
 
 class Command(DomainCommand):
@@ -45,7 +57,8 @@ class Command(DomainCommand):
         parser.add_argument(
             "--no-approval",
             action="store_true",
-            help="let rollbacks of iris run without a second user's approval",
+            help="let rollbacks of iris run without a second user's approval (only when "
+            "seed_demo first serves iris: after that it takes set_rollback_approval)",
         )
 
     def run(self, **options: Any) -> tuple[Any, str]:
@@ -64,37 +77,66 @@ class Command(DomainCommand):
                 served_model__name=spec.model_id, version=spec.version
             ).exists():
                 continue
-            registry.register_spec(spec=spec, user=operator, via="cli")
+            registry.register_spec(spec=spec, user=operator, via=options["via"])
             registered.append(f"{spec.model_id} {spec.version}")
         if registered:
             lines.append(f"registered {', '.join(registered)}")
         iris = ServedModel.objects.get(name=IRIS_MODEL_ID)
         if iris.active_version is None:
             # The first route comes from the database, like any republish: no replica
-            # needs to be running yet.
-            swapping.mark_active(served=iris, version=FIRST_VERSION)
-            audit.audit(
-                actor="seed_demo",
-                via="cli",
-                action="seed_demo",
-                outcome="completed",
-                model=iris.name,
-                to_version=FIRST_VERSION,
-            )
+            # needs to be running yet. It commits with the approval gate, so a seeding
+            # cut short never leaves iris serving with its gate open for good.
+            with transaction.atomic():
+                _seed_approval(iris, required=not options["no_approval"], via=options["via"])
+                swapping.mark_active(served=iris, version=FIRST_VERSION)
+                audit.audit(
+                    actor="seed_demo",
+                    via=options["via"],
+                    action="seed_demo",
+                    outcome="completed",
+                    model=iris.name,
+                    to_version=FIRST_VERSION,
+                )
             lines.append(f"{iris.name} serves version {FIRST_VERSION}")
-        if iris.rollback_requires_approval == options["no_approval"]:
-            registry.set_rollback_approval(
-                model=iris, required=not options["no_approval"], user=operator, via="cli"
-            )
+        elif iris.rollback_requires_approval == options["no_approval"]:
+            lines.append(_approval_kept(iris))
         lines.append(_republish())
         document = {
             "users": {u: (g or "no rights") for u, g in USERS.items()},
             "passwords": passwords,
             "registered": registered,
             "active": {iris.name: iris.active_version.version},
-            "rollback_requires_approval": not options["no_approval"],
+            "rollback_requires_approval": iris.rollback_requires_approval,
         }
         return document, "\n".join(lines)
+
+
+def _seed_approval(served: ServedModel, *, required: bool, via: str) -> None:
+    """Set the approval gate of a model seed_demo is putting into service, audited.
+
+    Seeded as the system, not through `registry.set_rollback_approval`: no demo user
+    holds set_rollback_approval (the gate is not for those it holds back to open), and
+    after this first seeding only a user who holds it changes the gate, not a rerun.
+    """
+    ServedModel.objects.filter(pk=served.pk).update(rollback_requires_approval=required)
+    audit.audit(
+        actor="seed_demo",
+        via=via,
+        action="set_rollback_approval",
+        outcome="accepted",
+        model=served.name,
+        details={"required": required},
+    )
+    served.rollback_requires_approval = required
+
+
+def _approval_kept(served: ServedModel) -> str:
+    state = (
+        "still requires approval for rollbacks"
+        if served.rollback_requires_approval
+        else "still rolls back without approval"
+    )
+    return APPROVAL_KEPT.format(model=served.name, state=state)
 
 
 def _group(name: str, codenames: list[str]) -> Group:

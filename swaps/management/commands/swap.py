@@ -42,7 +42,7 @@ class Command(DomainCommand):
             from_version=None if options["from_version"] == "-" else options["from_version"],
             to_version=options["to_version"],
             user=options["user"],
-            via="cli",
+            via=options["via"],
             force=options["force"],
         )
         if options["wait"] > 0:
