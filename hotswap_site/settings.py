@@ -127,6 +127,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "swaps.csp.ContentSecurityPolicy",
     # Last, as django-axes asks: it turns a locked-out sign-in into its answer.
     "axes.middleware.AxesMiddleware",
 ]
@@ -280,6 +281,9 @@ else:
 
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# A console session lasts a working day, not Django's two weeks: a laptop left signed
+# in somewhere holds an operator's rights for that long at most.
+SESSION_COOKIE_AGE = int(env_seconds("HOTSWAP_SESSION_SECONDS", default=12 * 3600.0))
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 # HSTS is sticky in browsers for its whole lifetime, so it is the operator's decision,
 # never a default.

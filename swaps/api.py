@@ -24,7 +24,17 @@ from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from swaps import audit, documents, permissions, quarantine, registry, rollbacks, swapping, tokens
+from swaps import (
+    anonymous_audit,
+    audit,
+    documents,
+    permissions,
+    quarantine,
+    registry,
+    rollbacks,
+    swapping,
+    tokens,
+)
 from swaps.engine.errors import SwapError
 from swaps.models import Swap
 from swaps.refusals import (
@@ -97,19 +107,33 @@ def endpoint(
                 return _refusal(from_engine(exc))
             except Refused as refusal:
                 if action and not refusal.audited:
-                    audit.Attempt(
-                        actor=user,
-                        via=via,
-                        action=action,
-                        model=kwargs.get("model", ""),
-                        details={"path": request.path, **_ids(kwargs)},
-                    ).record("refused", error=refusal.message, **refusal.details())
+                    _audit_refusal(request, refusal, user, via, action, kwargs)
                 return _refusal(refusal)
             return JsonResponse(document, status=status)
 
         return wrapper
 
     return decorate
+
+
+def _audit_refusal(
+    request: HttpRequest,
+    refusal: Refused,
+    user: Any,
+    via: str,
+    action: str,
+    kwargs: dict[str, Any],
+) -> None:
+    details = {"path": request.path, **_ids(kwargs)}
+    if isinstance(refusal, NotAuthenticated):  # anyone can send these: bounded
+        unrecorded = anonymous_audit.admit(request.META.get("REMOTE_ADDR", ""))
+        if unrecorded is None:
+            return
+        if unrecorded:
+            details["unrecorded_before"] = unrecorded
+    audit.Attempt(
+        actor=user, via=via, action=action, model=kwargs.get("model", ""), details=details
+    ).record("refused", error=refusal.message, **refusal.details())
 
 
 # -- the views ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from django.contrib.auth.models import Permission, User
+from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
@@ -28,6 +29,13 @@ from .local_engine import LocalEngine
 
 OPERATOR = ("start_swap", "request_rollback", "register_version", "register_code")
 APPROVER = ("approve_rollback", "request_rollback")
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> None:
+    """The anonymous refusals counted per address (swaps/anonymous_audit.py) start at
+    nothing in each test: every test client comes from 127.0.0.1."""
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

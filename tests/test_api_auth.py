@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swaps import tokens
+from swaps import anonymous_audit, tokens
 from swaps.models import AuditEntry, Swap
 
 from .control_plane import client_for, post_json
@@ -48,6 +48,28 @@ def test_an_anonymous_swap_attempt_is_audited(candidate_version):
         "refused",
         "iris",
     )
+
+
+def test_a_flood_of_anonymous_attempts_is_folded_not_written_one_by_one(
+    candidate_version, monkeypatch
+):
+    # Before, 200 anonymous POSTs wrote 200 entries and pushed everything else out of
+    # the model's audit panel.
+    clock = [1000.0]
+    monkeypatch.setattr(anonymous_audit, "monotonic", lambda: clock[0])
+    kept, folded = anonymous_audit.ANONYMOUS_KEPT, 30
+    flood = client_for(None)
+    for _ in range(kept + folded):
+        assert post_json(flood, "/api/models/iris/swaps", SWAP).status_code == 401
+    elsewhere = post_json(client_for(None), "/api/models/iris/swaps", SWAP, REMOTE_ADDR="10.9.8.7")
+    clock[0] += anonymous_audit.WINDOW_SECONDS
+    post_json(flood, "/api/models/iris/swaps", SWAP)
+
+    entries = list(AuditEntry.objects.filter(actor="anonymous").order_by("sequence"))
+    assert elsewhere.status_code == 401
+    assert len(entries) == kept + 2  # the flood's first, the other address, the next window
+    assert entries[-1].details["unrecorded_before"] == folded
+    assert not any("unrecorded_before" in e.details for e in entries[:-1])
 
 
 def test_a_bearer_token_authenticates_a_swap(alice_token, candidate_version):

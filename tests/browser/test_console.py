@@ -209,7 +209,7 @@ def test_the_old_versions_pending_count_counts_down_to_zero_on_the_dashboard(
 
     start_swap_in(operator_page)
 
-    dashboard.wait_for_function("window.__record.pendingWhileDraining", timeout=WAIT_MS)
+    dashboard.wait_for_function("() => window.__record.pendingWhileDraining", timeout=WAIT_MS)
     expect(version_1_row(dashboard).locator(".role")).to_have_text("draining", timeout=WAIT_MS)
     dashboard.screenshot(path=SCREENSHOTS / "dashboard-mid-drain.png", full_page=True)
     held.release()
