@@ -24,7 +24,7 @@ from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_keys import FleetKeys, version_field
 from swaps.engine.fleet_versions import Quarantine
 from swaps.engine.reports import ReplicaReport, sealed_report
-from swaps.engine.results import utcnow
+from swaps.engine.results import SwapState, SwapStatus, utcnow
 from swaps.engine.seal import Seal
 
 from .fleet_models import gated_spec
@@ -227,3 +227,29 @@ def test_a_forged_replica_report_is_not_counted(redis_url, redis_namespace):
             return [report.replica_id for report in await fleet.replicas()]
 
     assert asyncio.run(scenario()) == ["replica-a"]
+
+
+@pytest.mark.parametrize("looks_sealed", [True, False], ids=["fake-seal", "bare"])
+def test_a_forged_running_operation_on_the_board_blocks_no_swap(
+    redis_url, redis_namespace, looks_sealed
+):
+    keys = FleetKeys(redis_namespace)
+    now = utcnow()
+    forged = SwapStatus("held", "1", "2", SwapState.SWAPPING, now, 0, operation="swap")
+    mine = SwapStatus("held", "1", "3", SwapState.SWAPPING, now, 0, operation="swap")
+    raw = orjson.dumps(forged.as_dict())
+
+    async def scenario() -> tuple:
+        async with opened(redis_url, redis_namespace) as fleet:
+            await fleet.redis.set(
+                keys.status("held"), (b"0" * 64 + b"." if looks_sealed else b"") + raw
+            )
+            shown = await fleet.board.get("held")
+            running = await fleet.board.begin(mine)
+            return shown, running, await fleet.board.get("held")
+
+    shown, running, after = asyncio.run(scenario())
+
+    assert shown is None  # the console is not shown the forged operation
+    assert running is None  # nothing runs: the claim is ours
+    assert after.target_version == "3"

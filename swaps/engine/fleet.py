@@ -45,6 +45,9 @@ NO_ACK = (
     "{seconds:g} s; the route was restored to {restored}"
 )
 
+BOARD_CONTESTED = (
+    "the status board of model {model_id!r} kept changing under forged entries; nothing was started"
+)
 FLIP_RACED = (
     "the route of model {model_id!r} changed under {attempts} flips in a row; nothing was "
     "flipped by this one"
@@ -78,17 +81,32 @@ return {tonumber(ARGV[5]), previous}
 FLIP_ATTEMPTS = 10
 
 # Claim a model for an operation unless one is running: read and write as one step.
+# The board's entries are sealed (`<64 hex digits>.<json>`); Lua cannot check a seal, so
+# it reads past it, and the caller checks the seal of whatever this returns. An entry
+# that does not even parse is no running operation.
 BEGIN = """
 local current = redis.call('GET', KEYS[1])
 if current then
-  local state = cjson.decode(current)['state']
-  if state == 'swapping' or state == 'draining' then
-    return current
+  local parsed, decoded = pcall(cjson.decode, string.sub(current, 66))
+  if parsed and type(decoded) == 'table' then
+    local state = decoded['state']
+    if state == 'swapping' or state == 'draining' then
+      return current
+    end
   end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 return false
 """
+# Take the board over from a forged entry, only if it is still that entry.
+REPLACE = """
+if redis.call('GET', KEYS[1]) == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+CLAIM_ATTEMPTS = 5
 
 
 class FleetRouter:
@@ -219,23 +237,39 @@ class FleetBoard:
     def __init__(self, fleet: Fleet) -> None:
         self._redis = fleet.redis
         self._keys = fleet.keys
+        self._seal = fleet.seal
         self._begin = fleet.redis.register_script(BEGIN)
+        self._replace = fleet.redis.register_script(REPLACE)
 
     @unavailable_as_error
     async def begin(self, status: SwapStatus) -> SwapStatus | None:
-        running = await self._begin(
-            keys=[self._keys.status(status.model_id)], args=[orjson.dumps(status.as_dict())]
-        )
-        return status_from_json(running) if running else None
+        key, claim = self._keys.status(status.model_id), self._sealed(status)
+        for _ in range(CLAIM_ATTEMPTS):
+            running = await self._begin(keys=[key], args=[claim])
+            if not running:
+                return None
+            opened = self._seal.open("status", key, running)
+            if opened is not None:
+                return status_from_json(opened)
+            # A forged "running" entry (logged by the seal) claims nothing: take the
+            # board over, unless a real claim replaced it meanwhile (then look again).
+            if await self._replace(keys=[key], args=[claim, running]):
+                return None
+        raise FleetUnavailable(BOARD_CONTESTED.format(model_id=status.model_id))
 
     @unavailable_as_error
     async def put(self, status: SwapStatus) -> None:
-        await self._redis.set(self._keys.status(status.model_id), orjson.dumps(status.as_dict()))
+        await self._redis.set(self._keys.status(status.model_id), self._sealed(status))
 
     @unavailable_as_error
     async def get(self, model_id: str) -> SwapStatus | None:
-        raw = await self._redis.get(self._keys.status(model_id))
+        key = self._keys.status(model_id)
+        raw = self._seal.open("status", key, await self._redis.get(key))
         return status_from_json(raw) if raw is not None else None
+
+    def _sealed(self, status: SwapStatus) -> bytes:
+        key = self._keys.status(status.model_id)
+        return self._seal.seal("status", key, orjson.dumps(status.as_dict()))
 
 
 def sealed_spec(seal: Seal, spec: VersionSpec) -> bytes:

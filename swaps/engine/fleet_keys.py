@@ -1,8 +1,9 @@
 """Where the fleet keeps its shared state in Redis, and what a lost Redis looks like.
 
-Entries that say what to run or serve (specs, desired, quarantine, routes) and the
-replicas' reports are sealed with the fleet key (`seal.py`): a reader ignores one whose
-seal does not match. The status board is not (the claim's Lua script reads it).
+Entries that say what to run or serve (specs, desired, quarantine, routes), the
+replicas' reports and the status board are sealed with the fleet key (`seal.py`): a
+reader ignores one whose seal does not match (the board's claim, a Lua script, reads
+past the seal, and its caller checks it).
 
 Both sides use this layout: the engine's fleet ports (`fleet.py`) and every replica
 (`swaps/replica.py`). Every key lives under `"{namespace}:"`, so several fleets (and
