@@ -13,6 +13,7 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.safestring import mark_safe
 
 from swaps import fleet_reports, permissions
@@ -20,6 +21,10 @@ from swaps.models import AuditEntry, RollbackRequest, ServedModel, Swap, SwapTra
 from swaps.registry import get_model
 
 IDLE = "Idle"
+# A failed operation's badge stays on the model's card until the next operation, or for
+# this long: then the card shows the model as it is, serving its version. The failure
+# stays in the history and the latest operations.
+FAILED_BADGE_SECONDS = 15 * 60
 # A page of history or audit (the model page shows the newest, live; the rest are pages
 # of their own): short enough that the model page reads on a phone.
 HISTORY_LENGTH = 10
@@ -42,12 +47,22 @@ def state_context(served: ServedModel, latest: Swap | None = None) -> dict[str, 
     (`latest` as the caller read it, else read here)."""
     if latest is None:
         latest = swaps_of(served.swaps.all()).first()
+    if latest is not None and _failure_of_the_past(latest):
+        latest = None
     return {
         "model": served,
         "swap": latest,
         "state": latest.get_state_display() if latest else IDLE,
         "duration": duration(latest) if latest else "",
     }
+
+
+def _failure_of_the_past(swap: Swap) -> bool:
+    return (
+        swap.state == Swap.State.FAILED
+        and swap.finished_at is not None
+        and (timezone.now() - swap.finished_at).total_seconds() > FAILED_BADGE_SECONDS
+    )
 
 
 def duration(swap: Swap) -> str:

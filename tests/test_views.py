@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import redis
 from django.utils.timezone import now
@@ -49,6 +51,29 @@ def test_the_dashboard_shows_each_model_with_the_version_it_serves(alice, iris):
 
     assert 'id="model-card-iris"' in page
     assert 'data-served="1"' in page
+
+
+@pytest.mark.parametrize(("minutes_ago", "badge"), [(1, "Failed"), (60, "Idle")])
+def test_a_failed_operations_badge_gives_way_to_the_model_as_it_is(alice, iris, minutes_ago, badge):
+    finished = now() - timedelta(minutes=minutes_ago)
+    reason = "version 2 failed its health check on replica-a"
+    failed = Swap.objects.create(
+        served_model=iris,
+        from_version=iris.versions.get(version="1"),
+        to_version=iris.versions.get(version="2"),
+        state=Swap.State.FAILED,
+        message=reason,
+        finished_at=finished,
+    )
+    failed.transitions.create(state=Swap.State.FAILED, message=reason, at=finished)
+
+    for page in ("/", "/models/iris/"):
+        html = client_for(alice).get(page).content.decode()
+        card = html.split('id="swap-state-iris"', 1)[1].split("</div>", 1)[0]
+        assert f'<span class="icon" aria-hidden="true"></span>{badge}</span>' in card
+
+    # The failure itself stays where the model's operations are listed.
+    assert reason in client_for(alice).get("/models/iris/history/").content.decode()
 
 
 def test_the_dashboard_connects_to_the_dashboard_websocket(alice, iris):
