@@ -368,6 +368,10 @@ class Replica:
         """Failed loads per version since this replica started (its /metrics)."""
         return dict(self._load_failures)
 
+    def refused_entries(self) -> dict[str, int]:
+        """Entries of the fleet's Redis ignored for their seal, by kind (its /metrics)."""
+        return dict(self.seal.refused)
+
     def _failed_to_load(self, key: Key, reason: str) -> None:
         # Kept as the version's last check on this replica: the console shows why.
         self._failures[key] = reason

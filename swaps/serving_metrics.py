@@ -35,14 +35,17 @@ Key = tuple[str, str]
 SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class LoadFailures(Protocol):
-    """The replica's count of failed loads per (model, version), read at scrape."""
+class ReplicaCounts(Protocol):
+    """What the replica counts itself, read at scrape: failed loads per (model, version),
+    and the fleet entries it ignored for their seal, per kind."""
 
     def load_failures(self) -> Mapping[Key, int]: ...
 
+    def refused_entries(self) -> Mapping[str, int]: ...
+
 
 class ServingMetrics:
-    def __init__(self, dispatcher: Dispatcher, *, loads: LoadFailures | None = None) -> None:
+    def __init__(self, dispatcher: Dispatcher, *, loads: ReplicaCounts | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
             "hotswap_inference_requests",
@@ -111,7 +114,7 @@ class ServingMetrics:
 class _FleetView(Collector):
     """What the replica holds right now, read when scraped."""
 
-    def __init__(self, dispatcher: Dispatcher, loads: LoadFailures | None) -> None:
+    def __init__(self, dispatcher: Dispatcher, loads: ReplicaCounts | None) -> None:
         self._dispatcher = dispatcher
         self._loads = loads
 
@@ -159,6 +162,16 @@ class _FleetView(Collector):
         for (model_id, version), count in counted.items():
             failures.add_metric([model_id, version], count)
         yield failures
+
+        refused = CounterMetricFamily(
+            "hotswap_fleet_entries_refused",
+            "Entries of the fleet's Redis this replica ignored because their seal did not "
+            "match (forged, altered, or sealed with another HOTSWAP_FLEET_KEY), each once.",
+            labels=["kind"],
+        )
+        for kind, count in (self._loads.refused_entries() if self._loads else {}).items():
+            refused.add_metric([kind], count)
+        yield refused
 
         routed = GaugeMetricFamily(
             "hotswap_route_version",

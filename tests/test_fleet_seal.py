@@ -128,6 +128,9 @@ def test_a_forged_spec_and_desired_entry_run_no_code_on_a_replica(
     wait_until(lambda: refused(fleet_replica, "desired"), timeout=30, what="the refusal")
     assert refused(fleet_replica, "spec")
     assert not mark.exists()
+    scraped = httpx.get(f"{fleet_replica.url}/metrics").text  # what an alert would read
+    for kind in ("spec", "desired"):
+        assert f'hotswap_fleet_entries_refused_total{{kind="{kind}"}} 1.0' in scraped
     assert answer(fleet_replica, "held")["model_version"] == "1"
 
     # The same version published and loaded with the fleet key does run: the mark above

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections import Counter
 from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class Seal:
                 raise ValueError(SHORT_KEY.format(got=len(key), length=MINIMUM_KEY_LENGTH))
         self._keys = [key.encode() for key in keys]
         self._refused: set[bytes] = set()
+        # Entries refused, each counted once, by kind: a replica's /metrics, for alerts.
+        self.refused: Counter[str] = Counter()
 
     def seal(self, kind: str, field: bytes | str, value: bytes) -> bytes:
         """`value` with its seal in front, as it is stored."""
@@ -95,6 +98,7 @@ class Seal:
         if fingerprint.digest() in self._refused:
             return
         self._refused.add(fingerprint.digest())
+        self.refused[kind] += 1
         log.error(
             "ignoring a %s entry in Redis whose seal does not match (field %r): it was not "
             "written with this fleet's key (HOTSWAP_FLEET_KEY), or it was altered",
