@@ -211,18 +211,24 @@ class Gateway:
     async def _infer(
         self, scope: Scope, receive: Receive, model_id: str, version: str | None
     ) -> tuple[int, bytes, list]:
-        declared = _header(scope, b"content-length")
-        if declared is not None and is_byte_count(declared) and int(declared) > LARGE_BODY_BYTES:
+        declared = _declared_length(scope)
+        # One refused as too large (413, at once) never waits for a large body's turn.
+        if declared is not None and LARGE_BODY_BYTES < declared <= self.max_body_bytes:
             async with self._large_bodies:
-                return await self._infer_body(scope, receive, model_id, version)
-        return await self._infer_body(scope, receive, model_id, version)
+                return await self._infer_body(scope, receive, model_id, version, declared)
+        return await self._infer_body(scope, receive, model_id, version, declared)
 
     async def _infer_body(
-        self, scope: Scope, receive: Receive, model_id: str, version: str | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        model_id: str,
+        version: str | None,
+        declared: int | None,
     ) -> tuple[int, bytes, list]:
         started = perf_counter()
         try:
-            body = await self._read_body(scope, receive)
+            body = await self._read_body(receive, declared)
             header_length = _header(scope, b"inference-header-content-length")
             try:
                 if len(body) > DECODE_ON_LOOP_BYTES:
@@ -301,11 +307,11 @@ class Gateway:
             raise HTTPError(404, UNKNOWN_VERSION.format(model_id=model_id, version=version))
         raise HTTPError(503, VERSION_NOT_LOADED.format(model_id=model_id, version=version))
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        """The whole body, refused with 413 as soon as it is known to be too large."""
+    async def _read_body(self, receive: Receive, declared: int | None) -> bytes:
+        """The whole body, refused with 413 as soon as it is known to be too large
+        (`declared`: its Content-Length, if it gave a valid one)."""
         limit = self.max_body_bytes
-        declared = _header(scope, b"content-length")
-        if declared is not None and is_byte_count(declared) and int(declared) > limit:
+        if declared is not None and declared > limit:
             raise HTTPError(413, TOO_LARGE.format(limit=limit))
         message = await receive()
         body = message.get("body", b"")
@@ -387,6 +393,11 @@ def _timed_predict(
 def _allow(method: str, allowed: str, path: str) -> None:
     if method != allowed and not (allowed == "GET" and method == "HEAD"):
         raise HTTPError(405, WRONG_METHOD.format(path=path, allowed=allowed, method=method))
+
+
+def _declared_length(scope: Scope) -> int | None:
+    declared = _header(scope, b"content-length")
+    return int(declared) if declared is not None and is_byte_count(declared) else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -36,6 +36,7 @@ NO_KEY = (
 )
 SHORT_KEY = "HOTSWAP_FLEET_KEY has {got} characters; it needs at least {length}"
 _DIGEST_LENGTH = 64  # hex digits of a SHA-256
+REMEMBERED_REFUSALS = 10_000
 
 
 class Seal:
@@ -97,6 +98,10 @@ class Seal:
         fingerprint = hashlib.sha256(kind.encode() + b"\0" + _bytes(field) + b"\0" + stored)
         if fingerprint.digest() in self._refused:
             return
+        if len(self._refused) >= REMEMBERED_REFUSALS:
+            # A writer of Redis can make up entries without end: the memory of which
+            # were logged stays bounded (some are logged, and counted, again).
+            self._refused.clear()
         self._refused.add(fingerprint.digest())
         self.refused[kind] += 1
         log.error(
