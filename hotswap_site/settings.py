@@ -196,7 +196,7 @@ else:
         }
     }
 
-# Jobs are stored as JSON, never as pickles a writer of Redis could forge (swaps/jobs.py).
+# Jobs are stored as JSON, never as pickles a writer of Redis could forge (swaps/job_queue.py).
 RQ_SERIALIZER = "rq.serializers.JSONSerializer"
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 360, "SERIALIZER": RQ_SERIALIZER},

@@ -27,7 +27,7 @@ name_validator = RegexValidator(NAME_PATTERN, f"use {NAME_HELP}")
 class ServedModel(models.Model):
     name = models.CharField(max_length=64, unique=True, validators=[name_validator])
     description = models.TextField(blank=True)
-    # Set by the domain when the fleet's route flips (swapping.record_transition), never
+    # Set by the domain when the fleet's route flips (lifecycle.transition), never
     # edited by hand: the admin shows it read-only.
     active_version = models.ForeignKey(
         "ModelVersion",

@@ -23,7 +23,7 @@ from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
-from swaps import audit, fleet_state, jobs, leases, quarantine
+from swaps import audit, fleet_state, job_queue, jobs, leases, quarantine
 from swaps.engine.errors import SwapError
 from swaps.models import Swap
 
@@ -69,7 +69,7 @@ def sweep() -> SweepReport:
     if not running:
         return report
     leased = leases.leased_swaps([swap.pk for swap in running])
-    connection = jobs.queue().connection
+    connection = job_queue.queue().connection
     for swap in running:
         if swap.pk in leased:
             continue
@@ -77,7 +77,7 @@ def sweep() -> SweepReport:
         if why is None:
             continue
         reason = RUNNER_STOPPED.format(why=why)
-        if jobs.enqueue_recovery(swap, reason=reason):
+        if job_queue.enqueue_recovery(swap, reason=reason):
             report.recovering.append(swap.pk)
             audit.audit(
                 actor="sweep",
@@ -99,7 +99,7 @@ def _orphaned(swap: Swap, connection) -> str | None:
         return "no job, and its lease lapsed"
     try:
         job = jobs.HotswapJob.fetch(
-            swap.rq_job_id, connection=connection, serializer=jobs.SERIALIZER
+            swap.rq_job_id, connection=connection, serializer=job_queue.SERIALIZER
         )
     except NoSuchJobError:
         return f"job {swap.rq_job_id} is gone"
@@ -109,7 +109,7 @@ def _orphaned(swap: Swap, connection) -> str | None:
     # in between leaves it "queued" in no queue, where no worker will ever find it.
     if (
         status == JobStatus.QUEUED
-        and jobs.queue().get_job_position(job.id) is None
+        and job_queue.queue().get_job_position(job.id) is None
         and job.enqueued_at is not None
         and timezone.now() - job.enqueued_at > lease
     ):

@@ -21,9 +21,10 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from swaps import audit, fleet_state, jobs, leases, notify, permissions
-from swaps.engine.errors import FleetUnavailable, SwapError
+from swaps import audit, fleet_state, job_queue, lifecycle, notify, permissions
+from swaps.engine.errors import FleetUnavailable
 from swaps.engine.fleet_keys import REDIS_DOWN
+from swaps.lifecycle import Run
 from swaps.models import ModelVersion, RollbackRequest, ServedModel, Swap
 from swaps.refusals import (
     Conflict,
@@ -34,15 +35,6 @@ from swaps.refusals import (
     invalid_fields,
 )
 from swaps.registry import UNKNOWN_VERSION, get_model
-from swaps.swapping import (
-    QUARANTINED,
-    RETIRED,
-    claim,
-    create_operation,
-    load_swap,
-    running,
-    settle,
-)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +85,7 @@ def request_rollback(
                 state=RollbackRequest.State.PENDING if required else RollbackRequest.State.APPROVED,
             )
             if not required:
-                request.swap = create_operation(
+                request.swap = lifecycle.create_operation(
                     served=served,
                     kind=Swap.Kind.ROLLBACK,
                     source=served.active_version,
@@ -119,7 +111,7 @@ def approve_rollback(*, request_id: int, user: permissions.User, via: str) -> Ro
         record.from_version = served.active_version.version
         with transaction.atomic():
             _decide(request, RollbackRequest.State.APPROVED, approver)
-            swap = create_operation(
+            swap = lifecycle.create_operation(
                 served=served,
                 kind=Swap.Kind.ROLLBACK,
                 source=served.active_version,
@@ -156,47 +148,33 @@ def flip_rollback(*, swap_id: int) -> None:
     swap = Swap.objects.select_related("served_model", "from_version", "to_version").get(pk=swap_id)
     model_id, target = swap.served_model.name, swap.to_version.version
     specs = fleet_state.specs_of([swap.from_version, swap.to_version])
-    drain = jobs.job_id(jobs.DRAIN, swap_id)
-    unreachable = False
+    drain = job_queue.job_id(job_queue.DRAIN, swap_id)
 
-    async def operation(engine: fleet_state.Engine) -> Swap | None:
-        """None once flipped; the record if another runner had it or it failed."""
-        nonlocal unreachable
-        async with running(swap_id, engine) as run:
-            # The record names its drain job from the start: if this process dies before
-            # queueing it, the sweep finds the job missing and recovers the rollback.
-            claimed = await sync_to_async(claim)(
-                swap_id=swap_id, message="flipping the route", rq_job_id=drain
-            )
-            if not claimed:
-                return await sync_to_async(load_swap)(swap_id)
-            try:
-                await fleet_state.ensure_specs(engine, specs)
-                result = await run.swapper.rollback_version(model_id, target, wait_for_drain=False)
-            except SwapError as exc:
-                unreachable = isinstance(exc, FleetUnavailable)
-                return await run.settle(state=Swap.State.FAILED, message=exc.message)
-            if not result.success:
-                return await run.settle(state=Swap.State.FAILED, message=result.message)
-            # The drain job starts from the record, which must say Draining first. The
-            # lease goes to the drain job before the job exists: the sweep never sees the
-            # drain without a runner, and the job never finds the lease still ours. The
-            # record (the database) and the hand-over (Redis) are written side by side.
-            await asyncio.gather(run.recorder.flush(), run.lease.hand_over(drain))
-            await sync_to_async(_queue_drain)(swap_id)
-            return None
+    async def step(run: Run) -> Swap | None:
+        """None once flipped (nothing to read back on the rollback's path); else the
+        failed record."""
+        await fleet_state.ensure_specs(run.engine, specs)
+        result = await run.swapper.rollback_version(
+            model_id, target, wait_for_drain=False, operation_id=run.operation_id
+        )
+        if not result.success:
+            return await run.finish(state=Swap.State.FAILED, message=result.message)
+        # The drain job starts from the record, which must say Draining first. The
+        # lease goes to the drain job before the job exists: the sweep never sees the
+        # drain without a runner, and the job never finds the lease still ours. The
+        # record (the database) and the hand-over (Redis) are written side by side.
+        await asyncio.gather(run.recorder.flush(), run.lease.hand_over(drain))
+        await sync_to_async(_queue_drain)(swap_id)
+        return None
 
-    try:
-        failed = fleet_state.run(operation)
-    except leases.LeaseHeld:
-        return
-    except SwapError as exc:  # the lease or the fleet could not be reached: nothing flipped
-        unreachable = isinstance(exc, FleetUnavailable)
-        failed = settle(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message)
+    # The record names its drain job from the claim on: if this process dies before
+    # queueing it, the sweep finds the job missing and recovers the rollback.
+    outcome = lifecycle.drive(swap_id, step, claim="flipping the route", rq_job_id=drain)
+    failed = outcome.swap
     if failed is None or failed.state != Swap.State.FAILED:
         return
     request = RollbackRequest.objects.get(swap=failed)
-    error = OperationUnavailable if unreachable else OperationFailed
+    error = OperationUnavailable if isinstance(outcome.error, FleetUnavailable) else OperationFailed
     raise error(
         FLIP_FAILED.format(
             request_id=request.pk, model=model_id, version=target, message=failed.message
@@ -207,7 +185,7 @@ def flip_rollback(*, swap_id: int) -> None:
 def _queue_drain(swap_id: int) -> None:
     """Queue the drain; if Redis refuses, the lease lapses and the sweep drains instead."""
     try:
-        jobs.enqueue_drain(swap_id)
+        job_queue.enqueue_drain(swap_id)
     except REDIS_DOWN as exc:
         log.warning("swap %s: could not queue its drain (%s): the sweep will", swap_id, exc)
 
@@ -265,12 +243,8 @@ def _check_target(served: ServedModel, version: Any, *, reason: Any) -> ModelVer
         problems["target_version"] = ALREADY_ACTIVE.format(model=served.name, version=version)
     elif target.first_served_at is None:
         problems["target_version"] = NOT_SERVED_BEFORE.format(version=version, model=served.name)
-    elif target.retired_at is not None:
-        problems["target_version"] = RETIRED.format(model=served.name, version=version)
-    elif target.quarantined_at is not None:
-        problems["target_version"] = QUARANTINED.format(
-            model=served.name, version=version, reason=target.quarantine_reason
-        )
+    elif (problem := lifecycle.target_problem(served, target)) is not None:
+        problems["target_version"] = problem
     if problems:
         raise invalid_fields(problems)
     return target

@@ -18,7 +18,7 @@ from django.db import connections
 from rq.exceptions import StopRequested
 from rq.worker import Worker
 
-from swaps import fleet_state, jobs, recovery
+from swaps import fleet_state, job_queue, recovery
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class SweepingWorker(Worker):
         kwargs.setdefault("maintenance_interval", settings.HOTSWAP_SWEEP_INTERVAL)
         # Always JSON: `rqworker` passes RQ's pickle serializer unless told otherwise, and
         # unpickling a job a writer of Redis queued would run its code.
-        kwargs["serializer"] = jobs.SERIALIZER
+        kwargs["serializer"] = job_queue.SERIALIZER
         super().__init__(*args, **kwargs)
         self._published_at_start = False
 

@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from swaps import jobs, registry, tokens
+from swaps import job_queue, registry, tokens
 from swaps.models import AuditEntry, ModelVersion, RollbackRequest, ServedModel, Swap
 
 from .control_plane import add_version, make_user
@@ -364,4 +364,4 @@ def test_a_refused_command_exits_1_with_one_line_on_stderr(alice, iris):
 def test_jobs_and_commands_share_the_queue(alice, candidate_version, control_plane):
     document = run_json("swap", "iris", "1", "2", "--user", "alice")
 
-    assert document["rq_job_id"] == jobs.job_id("swap", document["id"])
+    assert document["rq_job_id"] == job_queue.job_id("swap", document["id"])

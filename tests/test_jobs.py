@@ -6,7 +6,7 @@ import pytest
 import redis
 from django.db import transaction
 
-from swaps import jobs, swapping
+from swaps import job_queue, jobs, swapping
 from swaps.models import Swap
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,10 +19,10 @@ def start(user) -> Swap:
 def test_a_swap_job_is_queued_once_the_transaction_commits(alice, candidate_version):
     with transaction.atomic():
         swap = start(alice)
-        queued_inside = list(jobs.queue().job_ids)
+        queued_inside = list(job_queue.queue().job_ids)
 
     assert queued_inside == []
-    assert jobs.queue().job_ids == [swap.rq_job_id]
+    assert job_queue.queue().job_ids == [swap.rq_job_id]
 
 
 def test_a_swap_rolled_back_with_its_transaction_queues_no_job(alice, candidate_version):
@@ -30,7 +30,7 @@ def test_a_swap_rolled_back_with_its_transaction_queues_no_job(alice, candidate_
         start(alice)
         raise RuntimeError("the caller's transaction fails")
 
-    assert jobs.queue().job_ids == []
+    assert job_queue.queue().job_ids == []
     assert not Swap.objects.exists()
 
 
@@ -38,20 +38,20 @@ def test_the_queued_job_runs_the_swap_of_the_record(alice, candidate_version):
     swap = start(alice)
 
     job = jobs.HotswapJob.fetch(
-        swap.rq_job_id, connection=jobs.queue().connection, serializer=jobs.SERIALIZER
+        swap.rq_job_id, connection=job_queue.queue().connection, serializer=job_queue.SERIALIZER
     )
 
     assert (job.func, list(job.args)) == (jobs.run_swap, [swap.pk])
 
 
 def test_the_job_id_carries_the_namespace(control_plane):
-    assert jobs.job_id("swap", 7) == f"{control_plane}-swap-7"
+    assert job_queue.job_id("swap", 7) == f"{control_plane}-swap-7"
 
 
 def test_a_job_id_uses_only_characters_rq_accepts(settings):
     settings.HOTSWAP_NAMESPACE = "prod:eu.1"
 
-    assert jobs.job_id("swap", 7) == "prod_eu_1-swap-7"
+    assert job_queue.job_id("swap", 7) == "prod_eu_1-swap-7"
 
 
 def test_a_swap_whose_job_cannot_be_queued_fails_saying_why(alice, candidate_version, settings):
@@ -70,10 +70,10 @@ def test_redis_failing_after_the_job_is_queued_leaves_the_swap_pending(
     def lost(*args, **kwargs):
         raise redis.ConnectionError("Redis went away after the enqueue")
 
-    monkeypatch.setattr(jobs, "workers_listening", lost)
+    monkeypatch.setattr(job_queue, "workers_listening", lost)
 
     swap = start(alice)
 
     swap.refresh_from_db()
-    assert (swap.state, swap.message) == ("pending", "")
-    assert jobs.queue().job_ids == [swap.rq_job_id]
+    assert (swap.state, swap.message) == ("pending", "queued by alice")
+    assert job_queue.queue().job_ids == [swap.rq_job_id]

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from swaps import jobs, logs, swapping
+from swaps import jobs, lifecycle, logs, swapping
 from swaps.models import Swap, SwapTransition
 
 from .processes import ROOT, fleet_key, start_redis, start_replica, wait_until
@@ -192,13 +192,13 @@ def test_the_rq_worker_and_rqs_own_loggers_write_json_lines(control_plane):
 
 
 def transition_records(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "swaps.swapping" and hasattr(r, "operation_id")]
+    return [r for r in caplog.records if r.name == "swaps.lifecycle" and hasattr(r, "operation_id")]
 
 
 @pytest.fixture
 def swap_iris(alice, candidate_version, caplog, django_capture_on_commit_callbacks):
     """Swap iris from 1 to 2 through its job, running every commit callback (the logs)."""
-    caplog.set_level(logging.INFO, logger="swaps.swapping")
+    caplog.set_level(logging.INFO, logger="swaps.lifecycle")
 
     def swap() -> Swap:
         with django_capture_on_commit_callbacks(execute=True):
@@ -259,7 +259,7 @@ def test_a_transition_rolled_back_is_never_logged(
 
     with django_capture_on_commit_callbacks(execute=True):
         with pytest.raises(RuntimeError), transaction.atomic():
-            swapping.note(swap=swap, message="never happened")
+            lifecycle.transition(swap_id=swap.pk, message="never happened")
             raise RuntimeError("rolled back")
 
     assert len(transition_records(caplog)) == logged

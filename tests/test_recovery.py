@@ -9,7 +9,7 @@ import time_machine
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from swaps import audit, jobs, leases, recovery, rollbacks, swapping
+from swaps import audit, job_queue, jobs, leases, lifecycle, recovery, rollbacks, swapping
 from swaps.engine.results import SwapState, SwapStatus
 from swaps.models import AuditEntry, ServedModel, Swap
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def lose_job(swap: Swap) -> None:
     """The job that would have run the operation is gone (deleted from RQ)."""
     swap.refresh_from_db()
-    jobs.queue().fetch_job(swap.rq_job_id).delete()
+    job_queue.queue().fetch_job(swap.rq_job_id).delete()
 
 
 def lapse_lease(swap: Swap) -> None:
@@ -53,11 +53,22 @@ def test_a_drain_whose_job_was_lost_is_left_alone_while_the_handed_over_lease_li
     assert recovery.sweep().recovering == []
 
 
+def claimed_by_a_worker(alice) -> Swap:
+    """A swap 1 -> 2 that a worker took (Pending -> Swapping), before any engine step."""
+    swap = swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
+    lifecycle.transition(
+        swap_id=swap.pk,
+        state=Swap.State.SWAPPING,
+        leaving=(Swap.State.PENDING,),
+        message="started by a worker",
+    )
+    return swap
+
+
 @pytest.fixture
 def orphaned_before_flip(alice, candidate_version, engine) -> Swap:
     """A swap 1 -> 2 whose worker died after claiming the model, before the flip."""
-    swap = swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
-    swapping.claim(swap_id=swap.pk, message="started by a worker")
+    swap = claimed_by_a_worker(alice)
     status = SwapStatus(
         model_id="iris",
         current_version="1",
@@ -67,6 +78,7 @@ def orphaned_before_flip(alice, candidate_version, engine) -> Swap:
         pending_requests=0,
         operation="swap",
         previous_version="1",
+        operation_id=str(swap.pk),
     )
     async_to_sync(engine.board.begin)(status)
     lose_job(swap)
@@ -76,7 +88,7 @@ def orphaned_before_flip(alice, candidate_version, engine) -> Swap:
 def recover(swap: Swap) -> Swap:
     """What a worker does with the job the sweep queued."""
     swap.refresh_from_db()
-    job = jobs.queue().fetch_job(swap.rq_job_id)
+    job = job_queue.queue().fetch_job(swap.rq_job_id)
     job.func(*job.args)
     swap.refresh_from_db()
     return swap
@@ -128,6 +140,37 @@ def test_a_swap_interrupted_before_the_flip_fails_with_the_reason(orphaned_befor
     assert "before the route flipped" in swap.message
 
 
+def test_an_earlier_operations_end_on_the_board_is_not_taken_for_this_ones(
+    alice, candidate_version, engine, iris
+):
+    # The worker died after claiming the record, before the engine claimed the model:
+    # the board still holds an earlier operation's end, to the same target, stamped by
+    # a host whose clock runs an hour ahead. Only the operation's id tells them apart.
+    swap = claimed_by_a_worker(alice)
+    earlier = SwapStatus(
+        model_id="iris",
+        current_version="1",
+        target_version="2",
+        state=SwapState.COMPLETED,
+        start_time=timezone.now() + timedelta(hours=1),
+        end_time=timezone.now() + timedelta(hours=1),
+        pending_requests=0,
+        operation="swap",
+        message="swapped from version 1 to 2",
+        operation_id="earlier-operation",
+    )
+    async_to_sync(engine.board.put)(earlier)
+    lose_job(swap)
+    recovery.sweep()
+
+    swap = recover(swap)
+
+    assert swap.state == "failed"
+    assert "the route never flipped" in swap.message
+    iris.refresh_from_db()
+    assert iris.active_version.version == engine.route("iris") == "1"
+
+
 def test_a_swap_interrupted_before_the_flip_leaves_routing_untouched(
     orphaned_before_flip, iris, engine
 ):
@@ -156,7 +199,9 @@ def test_an_operation_whose_runner_holds_its_lease_is_left_alone(orphaned_drain)
 
 
 def test_an_operation_whose_job_is_still_queued_is_left_alone(orphaned_drain):
-    jobs.queue().enqueue(jobs.drain_rollback, orphaned_drain.pk, job_id=orphaned_drain.rq_job_id)
+    job_queue.queue().enqueue(
+        jobs.drain_rollback, orphaned_drain.pk, job_id=orphaned_drain.rq_job_id
+    )
 
     assert recovery.sweep().recovering == []
 
@@ -197,7 +242,7 @@ def test_a_job_taken_off_its_queue_by_a_worker_that_died_is_recovered(
 ):
     swap = swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
     swap.refresh_from_db()
-    jobs.queue().remove(swap.rq_job_id)  # dequeued; the worker died before marking it started
+    job_queue.queue().remove(swap.rq_job_id)  # dequeued; the worker died before marking it started
 
     with time_machine.travel(swap.created_at + recovery.PENDING_GRACE + timedelta(seconds=1)):
         assert recovery.sweep().recovering == [swap.pk]
@@ -231,14 +276,19 @@ def test_a_rollback_whose_web_process_died_mid_flip_is_recovered(
     # The request created and claimed the rollback, then died before the flip: no job
     # was ever queued for it, and its lease lapsed.
     served = ServedModel.objects.get(pk=iris.pk)
-    swap = swapping.create_operation(
+    swap = lifecycle.create_operation(
         served=served,
         kind=Swap.Kind.ROLLBACK,
         source=served.active_version,
         target=served_before,
         user=alice,
     )
-    swapping.claim(swap_id=swap.pk, message="flipping the route")
+    lifecycle.transition(
+        swap_id=swap.pk,
+        state=Swap.State.SWAPPING,
+        leaving=(Swap.State.PENDING,),
+        message="flipping the route",
+    )
 
     assert recovery.sweep().recovering == [swap.pk]
     swap = recover(swap)

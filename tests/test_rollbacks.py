@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from swaps import audit, jobs, rollbacks, swapping
+from swaps import audit, job_queue, jobs, rollbacks, swapping
 from swaps.models import AuditEntry, RollbackRequest, ServedModel, Swap
 from swaps.refusals import (
     Conflict,
@@ -71,13 +71,13 @@ def test_a_drain_job_that_starts_before_the_request_returns_completes_the_rollba
 ):
     # A worker may start the drain job the moment it is queued, while the request that
     # flipped the route is still on its way out.
-    queue_drain = jobs.enqueue_drain
+    queue_drain = job_queue.enqueue_drain
 
     def queued_and_started_at_once(swap_id: int) -> None:
         queue_drain(swap_id)
         jobs.drain_rollback(swap_id)
 
-    monkeypatch.setattr(jobs, "enqueue_drain", queued_and_started_at_once)
+    monkeypatch.setattr(job_queue, "enqueue_drain", queued_and_started_at_once)
 
     rollback = request(alice)
 

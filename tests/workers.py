@@ -20,7 +20,7 @@ import psutil
 from django.conf import settings
 from django.db import connection
 
-from swaps import jobs
+from swaps import job_queue
 
 from .processes import ROOT, Process, free_port, wait_answering, wait_until
 
@@ -107,7 +107,7 @@ def start_worker(log_dir: Path, *, name: str = "worker", **env: str) -> WorkerPr
     def listening() -> bool:
         if not worker.alive():
             raise RuntimeError(f"the worker exited:\n{worker.log()}")
-        return jobs.workers_listening() > 0
+        return job_queue.workers_listening() > 0
 
     # Until it listens, a swap started says so on its record (swapping.NO_WORKER).
     wait_until(listening, timeout=60, what="the worker to listen on its queue")

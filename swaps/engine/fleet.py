@@ -13,6 +13,7 @@ shared copy, and `republish` restores it after Redis restarted empty.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -283,7 +284,12 @@ def status_from_json(raw: bytes | str) -> SwapStatus:
     for name in ("start_time", "end_time"):
         if data.get(name):
             data[name] = datetime.fromisoformat(data[name])
-    return SwapStatus(**data)
+    # A field a newer release added is left out, so processes of two releases can share
+    # a board while an upgrade rolls through.
+    return SwapStatus(**{name: value for name, value in data.items() if name in _STATUS_FIELDS})
+
+
+_STATUS_FIELDS = frozenset(field.name for field in dataclasses.fields(SwapStatus))
 
 
 class Fleet:

@@ -104,6 +104,7 @@ class ModelHotSwapper:
         *,
         drain_timeout: float | None = None,
         force: bool = False,
+        operation_id: str = "",
     ) -> SwapResult:
         """Move the model's traffic from `from_version` to `to_version`.
 
@@ -127,6 +128,7 @@ class ModelHotSwapper:
             current=from_version,
             target=to_version,
             message=f"checking version {to_version} before the swap",
+            operation_id=operation_id,
         )
         await self._require_active(status, from_version, previous)
         return await self._run(status, self._swap(status, drain_timeout, force))
@@ -138,6 +140,7 @@ class ModelHotSwapper:
         *,
         drain_timeout: float | None = None,
         wait_for_drain: bool = True,
+        operation_id: str = "",
     ) -> RollbackResult:
         """Route the model back to a version it served before, at once, then drain.
 
@@ -168,6 +171,7 @@ class ModelHotSwapper:
             current=active,
             target=target_version,
             message=f"rolling back to version {target_version}",
+            operation_id=operation_id,
         )
         await self._require_active(status, active, previous)
         return await self._run(status, self._rollback(status, drain_timeout, wait_for_drain))
@@ -212,7 +216,7 @@ class ModelHotSwapper:
 
     # -- beyond the seed ---------------------------------------------------------------
 
-    async def deploy(self, model_id: str, version: str) -> SwapResult:
+    async def deploy(self, model_id: str, version: str, *, operation_id: str = "") -> SwapResult:
         """Serve a model for the first time: load, health-check and route to `version`."""
         await self._require_versions(model_id, version)
         active = await self._router.active(model_id)
@@ -224,6 +228,7 @@ class ModelHotSwapper:
             current=None,
             target=version,
             message=f"deploying version {version}",
+            operation_id=operation_id,
         )
         await self._require_active(status, None, previous)
         return await self._run(status, self._deploy(status))
@@ -526,6 +531,7 @@ class ModelHotSwapper:
         current: str | None,
         target: str,
         message: str,
+        operation_id: str,
     ) -> tuple[SwapStatus, SwapStatus | None]:
         """Claim the model for an operation; return its status and the one it replaced."""
         status = SwapStatus(
@@ -538,6 +544,7 @@ class ModelHotSwapper:
             operation=operation,
             message=message,
             previous_version=current,
+            operation_id=operation_id,
         )
         previous = await self._board.get(model_id)
         running = await self._board.begin(status)

@@ -94,6 +94,10 @@ class SwapStatus(_AsDict):
     # previous_version's completed-request count at the flip, so a drain resumed by
     # another process still counts the requests drained since the flip.
     completed_at_flip: int | None = None
+    # The caller's name for the operation (the control plane's record id): how a runner
+    # that takes over tells this operation's final status from an earlier one's, with
+    # no clock compared across hosts.
+    operation_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import pytest
 import redis
 from rq.job import Job
 
-from swaps import jobs
+from swaps import job_queue
 from tests.fleet_models import gated_spec
 from tests.live import Held, Traffic, answer, pending, route
 from tests.processes import wait_until
@@ -79,7 +79,9 @@ def swap_state(url: str, swap_id: int) -> str:
 
 def job_done(live_settings, job_id: str) -> bool:
     with redis.Redis.from_url(live_settings.REDIS_URL) as client:
-        return Job.fetch(job_id, connection=client, serializer=jobs.SERIALIZER).get_status() in (
+        return Job.fetch(
+            job_id, connection=client, serializer=job_queue.SERIALIZER
+        ).get_status() in (
             "finished",
             "failed",
         )

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management.base import CommandParser
 from django.db import transaction
 
-from swaps import audit, fleet_state, registry, swapping
+from swaps import audit, fleet_state, lifecycle, registry
 from swaps.demo_models import IRIS_MODEL_ID, build_demo_models
 from swaps.engine.errors import SwapError
 from swaps.management.base import DomainCommand
@@ -88,7 +88,7 @@ class Command(DomainCommand):
             # cut short never leaves iris serving with its gate open for good.
             with transaction.atomic():
                 _seed_approval(iris, required=not options["no_approval"], via=options["via"])
-                swapping.mark_active(served=iris, version=FIRST_VERSION)
+                lifecycle.mark_active(served=iris, version=FIRST_VERSION)
                 audit.audit(
                     actor="seed_demo",
                     via=options["via"],
