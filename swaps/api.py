@@ -35,7 +35,6 @@ from swaps import (
     swapping,
     tokens,
 )
-from swaps.engine.errors import SwapError
 from swaps.models import Swap
 from swaps.refusals import (
     Forbidden,
@@ -44,7 +43,6 @@ from swaps.refusals import (
     NotFound,
     Refused,
     TooLarge,
-    from_engine,
     invalid_fields,
 )
 
@@ -103,8 +101,6 @@ def endpoint(
                         _check_csrf(request)
                     body = _read_body(request, fields)
                 status, document = view(request, user, body, via=via, **kwargs)
-            except SwapError as exc:
-                return _refusal(from_engine(exc))
             except Refused as refusal:
                 if action and not refusal.audited:
                     _audit_refusal(request, refusal, user, via, action, kwargs)

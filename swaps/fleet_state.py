@@ -23,6 +23,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import connections
 
+from swaps.engine.errors import SwapError
 from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_versions import Quarantine
 from swaps.engine.hotswapper import ModelHotSwapper, Observer, SwapPolicy
@@ -30,6 +31,7 @@ from swaps.engine.ports import InflightTracker, Router, StatusBoard, VersionMana
 from swaps.engine.seal import Seal
 from swaps.engine.spec import VersionSpec
 from swaps.models import ModelVersion, ServedModel, Swap
+from swaps.refusals import from_engine
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,11 @@ def policy() -> SwapPolicy:
 
 
 def run(operation: Callable[[Engine], Awaitable[T]]) -> T:
-    """Run `operation(engine)` from synchronous code; republish first if Redis is empty."""
+    """Run `operation(engine)` from synchronous code; republish first if Redis is empty.
+
+    The engine's refusals and failures come out as the control plane's (a `Refused`):
+    this is where the domain meets the engine, so the one place they are translated.
+    """
 
     async def main() -> T:
         async with _opener() as engine:
@@ -121,7 +127,14 @@ def run(operation: Callable[[Engine], Awaitable[T]]) -> T:
                 await republish(engine)
             return await operation(engine)
 
-    return async_to_sync(main)()
+    return _blocking(main)
+
+
+def _blocking(main: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return async_to_sync(main)()
+    except SwapError as exc:
+        raise from_engine(exc) from exc
 
 
 async def ensure_specs(engine: Engine, specs: Iterable[VersionSpec]) -> None:
@@ -224,7 +237,7 @@ def republish_from_database(*, keep_running: bool = True) -> Snapshot:
             empty = await engine.is_empty()
             return await republish(engine, keep_running=keep_running and not empty)
 
-    return async_to_sync(main)()
+    return _blocking(main)
 
 
 def republish_if_empty() -> bool:
@@ -237,7 +250,7 @@ def republish_if_empty() -> bool:
             await republish(engine)
             return True
 
-    return async_to_sync(main)()
+    return _blocking(main)
 
 
 def republish_at_startup() -> None:

@@ -29,7 +29,7 @@ from swaps.engine.hotswapper import ModelHotSwapper
 from swaps.engine.ports import InflightTracker
 from swaps.engine.results import SwapState, SwapStatus
 from swaps.models import ModelVersion, ServedModel, Swap, SwapTransition
-from swaps.refusals import Conflict
+from swaps.refusals import Conflict, Refused, from_engine
 
 log = logging.getLogger(__name__)
 
@@ -337,10 +337,10 @@ class Run:
 @dataclass(frozen=True)
 class Outcome:
     """What `drive` ended with: the record (None where the step said there is nothing
-    to read back) and the engine's error, if one failed the operation."""
+    to read back) and the refusal the engine's error became, if one failed it."""
 
     swap: Swap | None
-    error: SwapError | None = None
+    error: Refused | None = None
 
 
 Step = Callable[[Run], Awaitable[Swap | None]]
@@ -376,7 +376,7 @@ def drive(
                     return Outcome(await step(run))
                 except SwapError as exc:
                     failed = await run.finish(state=Swap.State.FAILED, message=exc.message)
-                    return Outcome(failed, exc)
+                    return Outcome(failed, from_engine(exc))
             finally:
                 await recorder.flush()
 
@@ -384,7 +384,7 @@ def drive(
         return fleet_state.run(operation)
     except leases.LeaseHeld:
         return Outcome(load_swap(swap_id))
-    except SwapError as exc:  # the lease or the fleet could not be reached: nothing ran
+    except Refused as exc:  # the lease or the fleet could not be reached: nothing ran
         return Outcome(finish(swap_id=swap_id, state=Swap.State.FAILED, message=exc.message), exc)
 
 

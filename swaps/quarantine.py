@@ -21,9 +21,8 @@ from typing import Any
 from django.db import transaction
 
 from swaps import audit, fleet_state, permissions
-from swaps.engine.errors import SwapError
 from swaps.models import ModelVersion
-from swaps.refusals import Conflict, NotFound
+from swaps.refusals import Conflict, NotFound, Refused
 from swaps.registry import UNKNOWN_VERSION, get_model
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def record_fleet_quarantines() -> list[ModelVersion]:
     """
     try:
         found = fleet_state.run(lambda engine: engine.quarantined())
-    except SwapError as exc:
+    except Refused as exc:
         log.warning("could not read the fleet's quarantined versions: %s", exc.message)
         return []
     recorded = []
@@ -112,5 +111,5 @@ def _retire_from_fleet(keys: list[tuple[str, str]]) -> None:
 
     try:
         fleet_state.run(retire)
-    except SwapError as exc:
+    except Refused as exc:
         log.warning("could not retire quarantined versions from the fleet: %s", exc.message)

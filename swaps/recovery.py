@@ -24,8 +24,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import JobStatus
 
 from swaps import audit, fleet_state, job_queue, jobs, leases, quarantine
-from swaps.engine.errors import SwapError
 from swaps.models import Swap
+from swaps.refusals import Refused
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def sweep() -> SweepReport:
     report = SweepReport()
     try:
         report.republished = fleet_state.republish_if_empty()
-    except SwapError as exc:
+    except Refused as exc:
         report.fleet_error = exc.message
         log.warning("sweep: the fleet cannot be reached: %s", exc.message)
     if report.republished:

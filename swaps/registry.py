@@ -21,11 +21,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from swaps import audit, fleet_state, permissions
-from swaps.engine.errors import SwapError
 from swaps.engine.spec import RUNTIMES, TensorSpec, VersionSpec
 from swaps.engine.tensors import V2_TO_NUMPY
 from swaps.models import NAME_HELP, NAME_PATTERN, ModelVersion, ServedModel, Swap
-from swaps.refusals import Conflict, NotFound, invalid_fields
+from swaps.refusals import Conflict, NotFound, Refused, invalid_fields
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +224,7 @@ def _publish(version: ModelVersion) -> None:
 
     try:
         fleet_state.run(publish)
-    except SwapError as exc:
+    except Refused as exc:
         log.warning(NOT_PUBLISHED, spec.version, spec.model_id, exc.message)
 
 

@@ -22,7 +22,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from swaps import audit, fleet_state, job_queue, lifecycle, notify, permissions
-from swaps.engine.errors import FleetUnavailable
 from swaps.engine.fleet_keys import REDIS_DOWN
 from swaps.lifecycle import Run
 from swaps.models import ModelVersion, RollbackRequest, ServedModel, Swap
@@ -32,6 +31,7 @@ from swaps.refusals import (
     NotFound,
     OperationFailed,
     OperationUnavailable,
+    Unavailable,
     invalid_fields,
 )
 from swaps.registry import UNKNOWN_VERSION, get_model
@@ -174,7 +174,7 @@ def flip_rollback(*, swap_id: int) -> None:
     if failed is None or failed.state != Swap.State.FAILED:
         return
     request = RollbackRequest.objects.get(swap=failed)
-    error = OperationUnavailable if isinstance(outcome.error, FleetUnavailable) else OperationFailed
+    error = OperationUnavailable if isinstance(outcome.error, Unavailable) else OperationFailed
     raise error(
         FLIP_FAILED.format(
             request_id=request.pk, model=model_id, version=target, message=failed.message

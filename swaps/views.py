@@ -21,9 +21,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from swaps import console, permissions, rollbacks, swapping
-from swaps.engine.errors import SwapError
 from swaps.models import ServedModel
-from swaps.refusals import Refused, from_engine
+from swaps.refusals import Refused
 from swaps.registry import get_model
 
 VIA = "session"
@@ -103,7 +102,7 @@ def start_swap(request: HttpRequest, model: str) -> HttpResponse:
             # An empty field is no force; a reason forces a swap the job would refuse.
             force=request.POST.get("force", "").strip() or None,
         )
-    except (Refused, SwapError) as refusal:
+    except Refused as refusal:
         return _model_page(request, model, "swap-form", refused=refusal)
     notice = f"Swap {swap.pk} accepted: {swap.to_version.version} is being loaded and checked."
     if swap.forced_reason:
@@ -122,7 +121,7 @@ def request_rollback(request: HttpRequest, model: str) -> HttpResponse:
             user=request.user,
             via=VIA,
         )
-    except (Refused, SwapError) as refusal:
+    except Refused as refusal:
         return _model_page(request, model, "rollback", refused=refusal)
     version = rollback.target_version.version
     if rollback.state == rollback.State.PENDING:
@@ -148,8 +147,7 @@ def _decide(request: HttpRequest, decide: Callable, request_id: int, verb: str) 
     context = {"decided_id": request_id}
     try:
         decide(request_id=request_id, user=request.user, via=VIA)
-    except (Refused, SwapError) as refusal:
-        refused = from_engine(refusal) if isinstance(refusal, SwapError) else refusal
+    except Refused as refused:
         context["error"] = refused.message
         return _page(request, "swaps/approvals.html", context, refused.status, "approvals")
     if not request.headers.get("HX-Request"):
@@ -163,12 +161,10 @@ def _model_page(
     model: str,
     partial: str | None = None,
     *,
-    refused: Refused | SwapError | None = None,
+    refused: Refused | None = None,
     notice: str = "",
 ) -> HttpResponse:
     """The model page, or one fragment of it for htmx; a refusal shown in `partial`."""
-    if isinstance(refused, SwapError):
-        refused = from_engine(refused)
     try:
         context = console.model_context(model)
     except Refused as missing:  # an unknown model: the site's 404 page, saying which

@@ -15,7 +15,6 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from swaps.engine.errors import SwapError
 from swaps.refusals import Refused
 
 NO_USER = (
@@ -51,7 +50,7 @@ class DomainCommand(BaseCommand):
         options["via"] = cli_via()
         try:
             document, text = self.run(**options)
-        except (Refused, SwapError) as refusal:
+        except Refused as refusal:
             raise CommandError(refusal.message) from None
         if options["json"]:
             self.stdout.write(json.dumps(document, indent=2, sort_keys=True))

@@ -15,9 +15,9 @@ from django.db import transaction
 
 from swaps import audit, fleet_state, lifecycle, registry
 from swaps.demo_models import IRIS_MODEL_ID, build_demo_models
-from swaps.engine.errors import SwapError
 from swaps.management.base import DomainCommand
 from swaps.models import ModelVersion, ServedModel
+from swaps.refusals import Refused
 
 # Who does what in the demo: the groups' permissions, and the users in them.
 # Both groups may read the records in the admin (read-only there: changes go through
@@ -163,6 +163,6 @@ def _user(username: str, group: Group | None) -> str | None:
 def _republish() -> str:
     try:
         snapshot = fleet_state.republish_from_database()
-    except SwapError as exc:
+    except Refused as exc:
         return f"the fleet was not told yet ({exc.message}); workers and replicas will be"
     return f"published {len(snapshot.specs)} versions and {len(snapshot.routes)} routes"
