@@ -438,12 +438,16 @@ def test_a_stopping_replica_says_not_serving_and_finishes_what_it_runs(grpc_flee
 
     sender = threading.Thread(target=send_held, daemon=True)
     sender.start()
-    wait_until(
-        lambda: in_flight(replica, "held") == 1, timeout=30, what="the held request in flight"
+    wait_until_logged(
+        replica,
+        lambda: in_flight(replica, "held") == 1,
+        timeout=30,
+        what="the held request in flight",
     )
 
     replica.process.popen.terminate()
-    status = wait_until(
+    status = wait_until_logged(
+        replica,
         lambda: serving(replica) == health_pb2.HealthCheckResponse.NOT_SERVING,
         timeout=30,
         what="NOT_SERVING while draining",
@@ -454,10 +458,19 @@ def test_a_stopping_replica_says_not_serving_and_finishes_what_it_runs(grpc_flee
     sender.join(60)
     replica.process.popen.wait(30)
 
+    log = replica.process.log()
     assert status
-    assert refused.status() == "StatusCode.UNAVAILABLE"
-    assert "error" not in held, held.get("error")
+    assert refused.status() == "StatusCode.UNAVAILABLE", (refused, log)
+    assert "error" not in held, (held.get("error"), log)
     assert held["answer"].as_numpy("output-0").tolist() == [[float(gate.name)]]
+
+
+def wait_until_logged(replica: GrpcReplica, condition, **options):
+    """wait_until, failing with the replica's log."""
+    try:
+        return wait_until(condition, **options)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; the replica's log:\n{replica.process.log()}") from None
 
 
 def in_flight(replica: GrpcReplica, model: str) -> float:
