@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from .engine.batching import Batcher
 from .engine.errors import NotServing, UnknownModel
 from .engine.inflight import CLIENT_ERROR, FAILED, SERVED
 from .engine.ports import LoadedModel
@@ -84,6 +85,9 @@ class Inferencer:
         # with a model that can hang (it would stop health answers and heartbeats).
         self.threads = threads
         self.metrics = metrics
+        # One per loaded batched version: keyed by the model object, so a version loaded
+        # again (a new object) never joins the batches of the one it replaced.
+        self._batchers: dict[tuple[str, str], tuple[LoadedModel, Batcher]] = {}
 
     def refused(self, status: int) -> None:
         """A request refused before any version took it (malformed, too large ...)."""
@@ -112,7 +116,9 @@ class Inferencer:
         outcome, code, predict_seconds = FAILED, 500, -1.0
         try:
             inputs = check_inputs(request, model.inputs)
-            if self.threads is None:
+            if model.spec.batching:
+                outputs, predict_seconds = await self._batcher(model).predict(inputs)
+            elif self.threads is None:
                 outputs, predict_seconds = _timed_predict((model, inputs))
             else:
                 outputs, predict_seconds = await self.threads.run(_timed_predict, (model, inputs))
@@ -138,6 +144,25 @@ class Inferencer:
                     model_id, chosen, code, perf_counter() - started, predict_seconds
                 )
         return answer
+
+    def _batcher(self, model: LoadedModel) -> Batcher:
+        key = (model.spec.model_id, model.spec.version)
+        known = self._batchers.get(key)
+        if known is not None and known[0] is model:
+            return known[1]
+
+        async def run(inputs):
+            if self.threads is None:
+                return _timed_predict((model, inputs))
+            return await self.threads.run(_timed_predict, (model, inputs))
+
+        batcher = Batcher(
+            run,
+            max_batch_size=model.spec.max_batch_size,
+            max_delay_seconds=model.spec.max_batch_delay_ms / 1000,
+        )
+        self._batchers[key] = (model, batcher)
+        return batcher
 
     async def _begin(self, model_id: str, version: str | None) -> tuple[str, LoadedModel]:
         try:
