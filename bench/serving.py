@@ -9,6 +9,7 @@ V2 inference of iris (one 1x4 FP32 row), and prints requests/s and p50/p99 for:
      every target is measured in turns, `--rounds` times, and its median run printed;
      with `--before PATH`, a replica run from another source tree too (another commit,
      `git archive <commit> | tar -x -C PATH`): a change's cost, in the same run;
+     with `--blas-threads N`, one with OPENBLAS_NUM_THREADS and OMP_NUM_THREADS at N;
   b. a bare ASGI app serving the same model (bench/servers/bare_iris.py) under the same server,
      in the same run: the practical limit, and the baseline of every ratio;
   c. two replicas while the engine runs swap-and-rollback cycles (1 -> 2 -> 1), with
@@ -227,6 +228,13 @@ async def bench(args: argparse.Namespace) -> None:
                 unmeasured = spawn_replica(**options, env={"HOTSWAP_METRICS": "off"})
                 extra.append(unmeasured.wait_live())
                 targets["replica, uvicorn, metrics off"] = unmeasured.url
+                if args.blas_threads:
+                    threads = str(args.blas_threads)
+                    blas = spawn_replica(
+                        **options, env={"OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+                    )
+                    extra.append(blas.wait_live())
+                    targets[f"replica, uvicorn, BLAS/OpenMP threads {threads}"] = blas.url
                 if args.before:
                     before = spawn_replica(**options, root=Path(args.before).resolve())
                     extra.append(before.wait_live())
@@ -356,6 +364,9 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--servers", nargs="+", default=["uvicorn", "daphne"])
     parser.add_argument("--before", help="also a replica from this source tree (uvicorn)")
+    parser.add_argument(
+        "--blas-threads", type=int, help="also a replica with OPENBLAS/OMP_NUM_THREADS this"
+    )
     asyncio.run(bench(parser.parse_args()))
 
 
