@@ -5,7 +5,7 @@
 #     Behind a load balancer that sets X-Forwarded-For/-Proto, add --proxy-headers and
 #     set SECURE_PROXY_SSL_HEADER=on.
 #   replica (serves V2 inference under /v2; needs REDIS_URL, not the database):
-#       python -m swaps.replica --host 0.0.0.0 --port 8001
+#       python -m swaps.replica --host 0.0.0.0 --port 8001 --grpc-port 9001
 #     scaled out behind the load balancer (README, "Serving").
 #   worker (runs swap, drain and recovery jobs; at start and every HOTSWAP_SWEEP_INTERVAL
 #   it also recovers swaps whose runner died, and republishes routes from the database):

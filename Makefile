@@ -4,6 +4,7 @@
 #   make lint   ruff check + format check
 #   make bench  run every bench/*.py but report.py; each prints its own figures
 #   make report regenerate bench/report/ (swap report: Markdown and PNG plots)
+#   make grpc-stubs  regenerate swaps/v2_grpc/ from its grpc_predict_v2.proto
 #   make clean  remove .venv, run/ (demo database, Redis files), caches
 
 VENV := .venv
@@ -16,7 +17,7 @@ PYTEST_ARGS ?=
 # workers keep a 2-core machine busy. `make test PYTEST_WORKERS=0` runs in one process.
 PYTEST_WORKERS ?= 3
 
-.PHONY: demo test lint bench report clean venv test-venv
+.PHONY: demo test lint bench report clean venv test-venv grpc-stubs
 
 # What runs the product (make demo); the test extras come with the first make test,
 # make lint or make bench.
@@ -79,3 +80,10 @@ report: $(VENV)/.bench-installed
 clean:
 	rm -rf $(VENV) run staticfiles .pytest_cache .ruff_cache build *.egg-info test-output
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The V2 gRPC protocol's messages and service (KServe's grpc_predict_v2.proto, package
+# inference), generated with grpcio-tools and checked in; tests/test_grpc_stubs.py fails
+# when they no longer match what this command makes.
+grpc-stubs: test-venv
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. \
+		swaps/v2_grpc/grpc_predict_v2.proto

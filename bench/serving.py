@@ -7,6 +7,9 @@ V2 inference of iris (one 1x4 FP32 row), and prints requests/s and p50/p99 for:
      with the model on the event loop (HOTSWAP_INFERENCE_THREADS=0) as well, and with
      its Prometheus metrics off (HOTSWAP_METRICS=off: what measuring costs);
      every target is measured in turns, `--rounds` times, and its median run printed;
+     with `--before PATH`, a replica run from another source tree too (another commit,
+     `git archive <commit> | tar -x -C PATH`): a change's cost, in the same run;
+     with `--blas-threads N`, one with OPENBLAS_NUM_THREADS and OMP_NUM_THREADS at N;
   b. a bare ASGI app serving the same model (bench/servers/bare_iris.py) under the same server,
      in the same run: the practical limit, and the baseline of every ratio;
   c. two replicas while the engine runs swap-and-rollback cycles (1 -> 2 -> 1), with
@@ -225,6 +228,17 @@ async def bench(args: argparse.Namespace) -> None:
                 unmeasured = spawn_replica(**options, env={"HOTSWAP_METRICS": "off"})
                 extra.append(unmeasured.wait_live())
                 targets["replica, uvicorn, metrics off"] = unmeasured.url
+                if args.blas_threads:
+                    threads = str(args.blas_threads)
+                    blas = spawn_replica(
+                        **options, env={"OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+                    )
+                    extra.append(blas.wait_live())
+                    targets[f"replica, uvicorn, BLAS/OpenMP threads {threads}"] = blas.url
+                if args.before:
+                    before = spawn_replica(**options, root=Path(args.before).resolve())
+                    extra.append(before.wait_live())
+                    targets["replica, uvicorn, before"] = before.url
             else:
                 other = spawn_replica(**options, args=("--server", server)).wait_live()
                 extra.append(other)
@@ -296,6 +310,7 @@ async def _during_swaps(fleet, replicas, args, script) -> tuple[list[Load], list
 
 
 def report(results: list[Load], reach: list[float], swap_failures: int, args) -> None:
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     baselines = {r.label.split(", ")[1]: r for r in results if r.label.startswith("bare")}
     baseline = baselines.get("uvicorn") or next(iter(baselines.values()))
     print(f"iris, one 1x4 FP32 V2 request per call; wrk at concurrency {args.concurrency}")
@@ -326,6 +341,13 @@ def report(results: list[Load], reach: list[float], swap_failures: int, args) ->
     ours = next(r for r in results if r.label == "replica, uvicorn")
     target = ours.requests_per_second / baselines["uvicorn"].requests_per_second
     print(f"target: replica >= 85% of the bare app under uvicorn: {target:.0%}")
+    before = next((r for r in results if r.label == "replica, uvicorn, before"), None)
+    if before is not None:
+        print(
+            f"replica against the one from {args.before}: "
+            f"{ours.requests_per_second / before.requests_per_second:.1%} of its req/s, "
+            f"p99 {ours.p99_ms:.2f} vs {before.p99_ms:.2f} ms"
+        )
     unmeasured = next((r for r in results if r.label == "replica, uvicorn, metrics off"), None)
     if unmeasured is not None:
         kept = ours.requests_per_second / unmeasured.requests_per_second
@@ -341,6 +363,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--servers", nargs="+", default=["uvicorn", "daphne"])
+    parser.add_argument("--before", help="also a replica from this source tree (uvicorn)")
+    parser.add_argument(
+        "--blas-threads", type=int, help="also a replica with OPENBLAS/OMP_NUM_THREADS this"
+    )
     asyncio.run(bench(parser.parse_args()))
 
 

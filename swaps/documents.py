@@ -28,6 +28,8 @@ def version_document(version: ModelVersion) -> dict[str, Any]:
         "memory_limit_bytes": version.memory_limit_bytes,
         "inputs": version.inputs,
         "outputs": version.outputs,
+        "max_batch_size": version.max_batch_size,
+        "max_batch_delay_ms": version.max_batch_delay_ms,
         "registered_by": _name(version.registered_by),
         "registered_at": _time(version.registered_at),
         "first_served_at": _time(version.first_served_at),

@@ -22,31 +22,26 @@ endpoint, 405 wrong method, 413 body too large, 503 not ready or not loaded here
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import orjson
 
-from .engine.errors import NotServing, UnknownModel
-from .engine.inflight import CLIENT_ERROR, FAILED, SERVED
-from .engine.ports import LoadedModel
-from .engine.runtimes import describe_exception
-from .engine.serving import Dispatcher
+from .inference import (
+    Backend,
+    Inferencer,
+    ServingError,
+    server_metadata,
+)
 from .model_threads import ModelThreads
 from .serving_metrics import CONTENT_TYPE, ServingMetrics
-from .v2_codec import BadRequest, check_inputs, decode_request, encode_response, is_byte_count
-
-log = logging.getLogger(__name__)
+from .v2_codec import BadRequest, decode_request, encode_response, is_byte_count
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-SERVER_NAME = "hotswap"
-SERVER_VERSION = "0.1.0"
 DEFAULT_MAX_BODY_BYTES = 8 * 2**20
 # Enough threads that a few hanging requests leave room for the rest; the event loop
 # (health endpoints, heartbeats) never waits on them.
@@ -60,38 +55,12 @@ DECODE_ON_LOOP_BYTES = 256 * 2**10
 LARGE_BODY_BYTES = 2**20
 LARGE_BODIES_AT_ONCE = 4
 
-NOT_READY = "this replica is not ready yet: it has not synced with the fleet"
-UNKNOWN_MODEL = "unknown model {model_id!r}"
-UNKNOWN_VERSION = "unknown version {version!r} of model {model_id!r}"
-NO_ACTIVE_VERSION = "model {model_id!r} has no active version on this replica"
-VERSION_NOT_LOADED = "version {version!r} of model {model_id!r} is not loaded on this replica"
 TOO_LARGE = "the body is larger than the {limit} bytes this server accepts"
 NO_ENDPOINT = "no such endpoint: {method} {path}"
 WRONG_METHOD = "{path} takes {allowed}, not {method}"
-MODEL_FAILED = "version {version!r} of model {model_id!r} failed on this request: {error}"
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 METRICS_HEADERS = [(b"content-type", CONTENT_TYPE.encode())]
-
-
-class Backend(Protocol):
-    """What the gateway serves from: a replica (swaps.replica.Replica) in practice."""
-
-    dispatcher: Dispatcher
-
-    @property
-    def ready(self) -> bool: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Gateway:
@@ -101,9 +70,13 @@ class Gateway:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         inference_threads: int = INFERENCE_THREADS,
-        on_started: Callable[[], object] | None = None,
+        on_started: Callable[[], Awaitable[object]] | None = None,
+        on_stopping: Callable[[], Awaitable[object]] | None = None,
         metrics: bool = True,
     ) -> None:
+        """`on_started` is awaited once the backend started; `on_stopping` at shutdown
+        before the backend stops (the replica's gRPC server drains there, while its
+        requests are still routed and counted)."""
         self.backend = backend
         self.dispatcher = backend.dispatcher
         self.metrics = (
@@ -117,7 +90,10 @@ class Gateway:
         # 0 runs the model on the event loop: measured in bench/serving.py, and unsafe
         # with a model that can hang (it would stop health answers and heartbeats).
         self.threads = ModelThreads(inference_threads) if inference_threads else None
+        # What every protocol this process serves goes through (the replica's gRPC too).
+        self.inference = Inferencer(backend, threads=self.threads, metrics=self.metrics)
         self._on_started = on_started
+        self._on_stopping = on_stopping
         self._started = False
         self._large_bodies = asyncio.Semaphore(LARGE_BODIES_AT_ONCE)
 
@@ -131,7 +107,7 @@ class Gateway:
             await self.start()
         try:
             status, body, headers = await self._handle(scope, receive)
-        except HTTPError as exc:
+        except ServingError as exc:
             status, body, headers = exc.status, _error(exc.message), JSON_HEADERS
         await send(
             {
@@ -148,7 +124,7 @@ class Gateway:
         self._started = True
         await self.backend.start()
         if self._on_started is not None:
-            self._on_started()
+            await self._on_started()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -157,6 +133,8 @@ class Gateway:
                 await self.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._on_stopping is not None:
+                    await self._on_stopping()
                 await self.backend.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -170,7 +148,7 @@ class Gateway:
             return 200, self.metrics.exposition(), METRICS_HEADERS
         parts = path.split("/")  # "", "v2", ...
         if parts[:2] != ["", "v2"]:
-            raise HTTPError(404, NO_ENDPOINT.format(method=method, path=path))
+            raise ServingError(404, NO_ENDPOINT.format(method=method, path=path))
         rest = parts[2:]
         if rest and rest[0] == "models" and len(rest) >= 2:
             model_id, rest = rest[1], rest[2:]
@@ -182,29 +160,22 @@ class Gateway:
                 return await self._infer(scope, receive, model_id, version)
             if rest == []:
                 _allow(method, "GET", path)
-                return _json(200, await self._metadata(model_id, version))
+                return _json(200, await self.inference.metadata(model_id, version))
             if rest == ["ready"]:
                 _allow(method, "GET", path)
-                return _json(200, await self._model_ready(model_id, version))
+                chosen, _ = await self.inference.loaded(model_id, version)
+                return _json(200, {"name": model_id, "version": chosen, "ready": True})
         elif rest == []:
             _allow(method, "GET", path)
-            return _json(
-                200,
-                {
-                    "name": SERVER_NAME,
-                    "version": SERVER_VERSION,
-                    "extensions": ["binary_tensor_data"],
-                },
-            )
+            return _json(200, server_metadata())
         elif rest == ["health", "live"]:
             _allow(method, "GET", path)
             return _json(200, {"live": True})
         elif rest == ["health", "ready"]:
             _allow(method, "GET", path)
-            if not self.backend.ready:
-                raise HTTPError(503, NOT_READY)
+            self.inference.server_ready()
             return _json(200, {"ready": True})
-        raise HTTPError(404, NO_ENDPOINT.format(method=method, path=path))
+        raise ServingError(404, NO_ENDPOINT.format(method=method, path=path))
 
     # -- inference ----------------------------------------------------------------------
 
@@ -230,50 +201,25 @@ class Gateway:
         try:
             body = await self._read_body(receive, declared)
             header_length = _header(scope, b"inference-header-content-length")
-            try:
-                if len(body) > DECODE_ON_LOOP_BYTES:
-                    request = await asyncio.to_thread(
-                        decode_request, body, header_length=header_length
-                    )
-                else:
-                    request = decode_request(body, header_length=header_length)
-            except BadRequest as exc:
-                raise HTTPError(400, exc.message) from None
-            chosen, model = await self._begin(model_id, version)
-        except HTTPError as refusal:
-            if self.metrics is not None:
-                self.metrics.refused(refusal.status)
-            raise
-        outcome, code, predict_seconds = FAILED, 500, -1.0
-        try:
-            inputs = check_inputs(request, model.inputs)
-            if self.threads is None:
-                outputs, predict_seconds = _timed_predict((model, inputs))
+            if len(body) > DECODE_ON_LOOP_BYTES:
+                request = await asyncio.to_thread(decode_request, body, header_length=header_length)
             else:
-                outputs, predict_seconds = await self.threads.run(_timed_predict, (model, inputs))
-            payload, json_length = encode_response(
+                request = decode_request(body, header_length=header_length)
+        except BadRequest as exc:
+            self.inference.refused(400)
+            raise ServingError(400, exc.message) from None
+        except ServingError as refusal:
+            self.inference.refused(refusal.status)
+            raise
+
+        def encode(chosen, outputs):
+            return encode_response(
                 model_id=model_id, version=chosen, request=request, outputs=outputs
             )
-            outcome, code = SERVED, 200
-        except BadRequest as exc:
-            outcome, code = CLIENT_ERROR, 400
-            raise HTTPError(400, exc.message) from None
-        except asyncio.CancelledError:
-            # The client went away (what proxies log as 499): not the model's failure.
-            outcome, code = CLIENT_ERROR, 499
-            raise
-        except Exception as exc:
-            log.exception("version %s of model %s failed", chosen, model_id)
-            message = MODEL_FAILED.format(
-                model_id=model_id, version=chosen, error=describe_exception(exc)
-            )
-            raise HTTPError(500, message) from None
-        finally:
-            self.dispatcher.end(model_id, chosen, outcome)
-            if self.metrics is not None:
-                self.metrics.answered(
-                    model_id, chosen, code, perf_counter() - started, predict_seconds
-                )
+
+        payload, json_length = await self.inference.infer(
+            model_id, version, request, encode, started=started
+        )
         if json_length is None:
             return 200, payload, JSON_HEADERS
         return (
@@ -285,34 +231,12 @@ class Gateway:
             ],
         )
 
-    async def _begin(self, model_id: str, version: str | None) -> tuple[str, LoadedModel]:
-        try:
-            return self.dispatcher.begin(model_id, version)
-        except (UnknownModel, NotServing):
-            await self._refuse(model_id, version)
-            raise
-
-    async def _refuse(self, model_id: str, version: str | None) -> None:
-        """Raise the HTTPError that says why this model (version) cannot answer here."""
-        known = await self.dispatcher.versions.versions(model_id)
-        if not known:
-            if not self.backend.ready:
-                raise HTTPError(503, NOT_READY)
-            raise HTTPError(404, UNKNOWN_MODEL.format(model_id=model_id))
-        if version is None:
-            if not self.backend.ready:  # e.g. just started: its routed version still loads
-                raise HTTPError(503, NOT_READY)
-            raise HTTPError(503, NO_ACTIVE_VERSION.format(model_id=model_id))
-        if version not in known:
-            raise HTTPError(404, UNKNOWN_VERSION.format(model_id=model_id, version=version))
-        raise HTTPError(503, VERSION_NOT_LOADED.format(model_id=model_id, version=version))
-
     async def _read_body(self, receive: Receive, declared: int | None) -> bytes:
         """The whole body, refused with 413 as soon as it is known to be too large
         (`declared`: its Content-Length, if it gave a valid one)."""
         limit = self.max_body_bytes
         if declared is not None and declared > limit:
-            raise HTTPError(413, TOO_LARGE.format(limit=limit))
+            raise ServingError(413, TOO_LARGE.format(limit=limit))
         message = await receive()
         body = message.get("body", b"")
         if not message.get("more_body", False) and len(body) <= limit:
@@ -320,38 +244,14 @@ class Gateway:
         chunks, size = [body], len(body)
         while message.get("more_body", False):
             if size > limit:
-                raise HTTPError(413, TOO_LARGE.format(limit=limit))
+                raise ServingError(413, TOO_LARGE.format(limit=limit))
             message = await receive()
             chunk = message.get("body", b"")
             chunks.append(chunk)
             size += len(chunk)
         if size > limit:
-            raise HTTPError(413, TOO_LARGE.format(limit=limit))
+            raise ServingError(413, TOO_LARGE.format(limit=limit))
         return b"".join(chunks)
-
-    # -- metadata and readiness -----------------------------------------------------------
-
-    async def _loaded(self, model_id: str, version: str | None) -> tuple[str, LoadedModel]:
-        chosen = version or self.dispatcher.router.resolve(model_id)
-        model = self.dispatcher.versions.loaded(model_id, chosen) if chosen else None
-        if model is None:
-            await self._refuse(model_id, version)
-            raise HTTPError(503, VERSION_NOT_LOADED.format(model_id=model_id, version=chosen))
-        return chosen, model
-
-    async def _metadata(self, model_id: str, version: str | None) -> dict[str, Any]:
-        _, model = await self._loaded(model_id, version)
-        return {
-            "name": model_id,
-            "versions": sorted(await self.dispatcher.versions.versions(model_id)),
-            "platform": model.platform,
-            "inputs": [t.as_dict() for t in model.inputs],
-            "outputs": [t.as_dict() for t in model.outputs],
-        }
-
-    async def _model_ready(self, model_id: str, version: str | None) -> dict[str, Any]:
-        chosen, _ = await self._loaded(model_id, version)
-        return {"name": model_id, "version": chosen, "ready": True}
 
 
 def mount(
@@ -380,19 +280,9 @@ def mount(
     return app
 
 
-def _timed_predict(
-    job: tuple[LoadedModel, Mapping[str, np.ndarray]],
-) -> tuple[dict[str, np.ndarray], float]:
-    """The model's outputs and its own time, measured on the thread it runs on."""
-    model, inputs = job
-    started = perf_counter()
-    outputs = model.predict(inputs)
-    return outputs, perf_counter() - started
-
-
 def _allow(method: str, allowed: str, path: str) -> None:
     if method != allowed and not (allowed == "GET" and method == "HEAD"):
-        raise HTTPError(405, WRONG_METHOD.format(path=path, allowed=allowed, method=method))
+        raise ServingError(405, WRONG_METHOD.format(path=path, allowed=allowed, method=method))
 
 
 def _declared_length(scope: Scope) -> int | None:

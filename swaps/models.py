@@ -66,6 +66,9 @@ class ModelVersion(models.Model):
     memory_limit_bytes = models.PositiveBigIntegerField()
     inputs = models.JSONField(default=list, blank=True)
     outputs = models.JSONField(default=list, blank=True)
+    # Adaptive batching (swaps/engine/batching.py); 0 or 1: off.
+    max_batch_size = models.PositiveIntegerField(default=0, blank=True)
+    max_batch_delay_ms = models.FloatField(default=0.0, blank=True)
     registered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -108,6 +111,8 @@ class ModelVersion(models.Model):
             memory_limit_bytes=self.memory_limit_bytes,
             inputs=tuple(TensorSpec.from_dict(t) for t in self.inputs),
             outputs=tuple(TensorSpec.from_dict(t) for t in self.outputs),
+            max_batch_size=self.max_batch_size,
+            max_batch_delay_ms=self.max_batch_delay_ms,
         )
 
 

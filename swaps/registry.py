@@ -69,7 +69,10 @@ SPEC_FIELDS = (
     "inputs",
     "outputs",
 )
-VERSION_FIELDS = ("version", *SPEC_FIELDS)
+# Optional: a version registered without them is not batched.
+BATCHING_FIELDS = ("max_batch_size", "max_batch_delay_ms")
+VERSION_FIELDS = ("version", *SPEC_FIELDS, *BATCHING_FIELDS)
+MAX_BATCH_DELAY_MS = 1000
 
 
 def all_models() -> list[ServedModel]:
@@ -88,6 +91,8 @@ def register_version(
     memory_limit_bytes: Any,
     inputs: Any = (),
     outputs: Any = (),
+    max_batch_size: Any = None,
+    max_batch_delay_ms: Any = None,
     user: permissions.User,
     via: str,
 ) -> ModelVersion:
@@ -116,6 +121,8 @@ def register_version(
             memory_limit_bytes=memory_limit_bytes,
             inputs=inputs,
             outputs=outputs,
+            max_batch_size=max_batch_size,
+            max_batch_delay_ms=max_batch_delay_ms,
         )
         _require_code_right(user, runtime=fields["runtime"], artifact=fields["artifact"])
         try:
@@ -137,7 +144,7 @@ def register_spec(*, spec: VersionSpec, user: permissions.User, via: str) -> Mod
     return register_version(
         model=spec.model_id,
         version=spec.version,
-        **{name: data[name] for name in SPEC_FIELDS},
+        **{name: data[name] for name in (*SPEC_FIELDS, *BATCHING_FIELDS)},
         user=user,
         via=via,
     )
@@ -320,6 +327,12 @@ def check_version_fields(**given: Any) -> dict[str, Any]:
             ]
         except (TypeError, KeyError, ValueError):
             problems[name] = 'must be a list of {"name", "datatype", "shape"} objects'
+    batch_size = given.get("max_batch_size") or 0
+    if type(batch_size) is not int or batch_size < 0:
+        problems["max_batch_size"] = "must be a whole number of rows (0 or 1: no batching)"
+    delay = given.get("max_batch_delay_ms") or 0
+    if type(delay) not in (int, float) or not 0 <= delay <= MAX_BATCH_DELAY_MS:
+        problems["max_batch_delay_ms"] = f"must be milliseconds from 0 to {MAX_BATCH_DELAY_MS}"
     if problems:
         raise invalid_fields(problems)
     if given["runtime"] != "python":
@@ -334,6 +347,8 @@ def check_version_fields(**given: Any) -> dict[str, Any]:
         "expected_output_dtype": given["expected_output_dtype"],
         "memory_limit_bytes": limit,
         **tensors,
+        "max_batch_size": batch_size,
+        "max_batch_delay_ms": float(delay),
     }
 
 

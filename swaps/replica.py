@@ -474,7 +474,10 @@ class ReplicaSettings:
     metrics: bool = True  # GET /metrics, and what it costs each request
     # Connections (and requests) uvicorn takes at once; beyond it answers 503 at once,
     # so a flood of idle or slow clients cannot exhaust the process's file descriptors.
+    # gRPC takes as many RPCs at once, and answers RESOURCE_EXHAUSTED beyond.
     max_connections: int = 2048
+    # The V2 gRPC endpoint's port (swaps/grpc_gateway.py); 0: REST only.
+    grpc_port: int = 0
     # A version's trial load (a child process) must finish within this; keep it under
     # the control plane's HOTSWAP_LOAD_TIMEOUT, which waits for the replicas' answers.
     trial_timeout: float = 60.0
@@ -518,6 +521,9 @@ class ReplicaSettings:
                 minimum=1,
                 environ=environ,
             ),
+            grpc_port=env_int(
+                "HOTSWAP_GRPC_PORT", default=defaults.grpc_port, minimum=0, environ=environ
+            ),
             trial_timeout=env_seconds(
                 "HOTSWAP_TRIAL_TIMEOUT", default=defaults.trial_timeout, environ=environ
             ),
@@ -542,11 +548,12 @@ class ReplicaSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the V2 protocol for the fleet: uvicorn with httptools unless told otherwise.
+    """Serve the V2 protocol for the fleet: uvicorn with httptools unless told otherwise,
+    and gRPC beside it on `--grpc-port` (HOTSWAP_GRPC_PORT), on the same event loop.
 
     uvicorn serves the bare gateway several times faster than daphne on the same host
     (README, "Serving"; bench/serving.py measures both); `--server daphne` is there to
-    measure that again.
+    measure that again (REST only).
     """
     from .gateway import Gateway
 
@@ -555,12 +562,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        help="serve V2 over gRPC on this port too (default: HOTSWAP_GRPC_PORT; 0: no gRPC)",
+    )
     parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
     args = parser.parse_args(argv)
     try:
         settings = ReplicaSettings.from_env()
     except ImproperlyConfigured as exc:
         parser.exit(2, f"python -m swaps.replica: {exc}\n")
+    grpc_port = settings.grpc_port if args.grpc_port is None else args.grpc_port
+    if grpc_port and args.server == "daphne":
+        parser.exit(2, "python -m swaps.replica: gRPC is served beside uvicorn, not daphne\n")
     replica = settings.replica(
         address=f"http://{args.host}:{args.port}",
         default_id=f"{socket.gethostname()}:{args.port}",
@@ -568,17 +584,25 @@ def main(argv: list[str] | None = None) -> None:
     # LOG_FORMAT and LOG_LEVEL, as the Django processes read them; every record names
     # this replica.
     logs.configure(replica=replica.replica_id)
+    grpc_gateway = None
 
-    def started() -> None:
+    async def started() -> None:
+        if grpc_gateway is not None:
+            await grpc_gateway.start()
         # gc.freeze(): the start-up heap (modules, models) is never collected, which
         # takes the full collections out of the tail latency.
         gc.freeze()
         log.info(
-            "replica %s started: V2 inference on %s (%s)",
+            "replica %s started: V2 inference on %s (%s)%s",
             replica.replica_id,
             replica.address,
             args.server,
+            f", gRPC on {grpc_gateway.address}" if grpc_gateway is not None else "",
         )
+
+    async def stopping() -> None:
+        if grpc_gateway is not None:
+            await grpc_gateway.stop()
 
     app = Gateway(
         replica,
@@ -586,6 +610,7 @@ def main(argv: list[str] | None = None) -> None:
         inference_threads=settings.inference_threads,
         metrics=settings.metrics,
         on_started=started,
+        on_stopping=stopping,
     )
     if args.server == "daphne":
         from daphne.server import Server  # no lifespan: the gateway starts on first request
@@ -593,6 +618,25 @@ def main(argv: list[str] | None = None) -> None:
         Server(app, endpoints=[f"tcp:port={args.port}:interface={args.host}"]).run()
         return
     import uvicorn
+
+    if grpc_port:
+        from .grpc_gateway import GrpcGateway
+
+        grpc_gateway = GrpcGateway(
+            app.inference,
+            host=args.host,
+            port=grpc_port,
+            max_message_bytes=settings.max_body_bytes,
+            max_concurrent_rpcs=settings.max_connections,
+        )
+
+    class ReplicaServer(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            # gRPC drains beside REST (health NOT_SERVING, no new RPCs, the running ones
+            # finish), and the lifespan's shutdown waits for both before leaving the fleet.
+            if grpc_gateway is not None:
+                grpc_gateway.begin_stopping()
+            await super().shutdown(sockets)
 
     config = uvicorn.Config(
         app,
@@ -613,7 +657,7 @@ def main(argv: list[str] | None = None) -> None:
         # client that never finishes its headers is the TLS proxy's to cut off.
         timeout_keep_alive=5,
     )
-    uvicorn.Server(config).run()
+    ReplicaServer(config).run()
 
 
 if __name__ == "__main__":

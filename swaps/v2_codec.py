@@ -133,24 +133,13 @@ def encode_response(
     outputs: Mapping[str, np.ndarray],
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when binary data follows it."""
-    wanted = request.outputs
-    if wanted is None:
-        chosen = [(name, request.binary_output) for name in outputs]
-    else:
-        unknown = [o.name for o in wanted if o.name not in outputs]
-        if unknown:
-            raise BadRequest(
-                f"unknown output {', '.join(map(repr, unknown))}; "
-                f"the model answers {', '.join(map(repr, outputs))}"
-            )
-        chosen = [(o.name, request.binary_output if o.binary is None else o.binary) for o in wanted]
     tensors, blobs = [], []
-    for name, binary in chosen:
+    for name, binary in answered_outputs(request, outputs):
         array = np.asarray(outputs[name])
         datatype = v2_datatype(array.dtype)
         tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            blob = _to_bytes(array, datatype)
+            blob = to_bytes(array, datatype)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -164,6 +153,23 @@ def encode_response(
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)
+
+
+def answered_outputs(
+    request: InferenceRequest, outputs: Mapping[str, np.ndarray]
+) -> list[tuple[str, bool]]:
+    """The outputs the request asks for (all by default), each with whether it goes back
+    as binary data; BadRequest naming any the model does not answer."""
+    wanted = request.outputs
+    if wanted is None:
+        return [(name, request.binary_output) for name in outputs]
+    unknown = [o.name for o in wanted if o.name not in outputs]
+    if unknown:
+        raise BadRequest(
+            f"unknown output {', '.join(map(repr, unknown))}; "
+            f"the model answers {', '.join(map(repr, outputs))}"
+        )
+    return [(o.name, request.binary_output if o.binary is None else o.binary) for o in wanted]
 
 
 # -- decoding ------------------------------------------------------------------------------
@@ -210,16 +216,8 @@ def _decode_input(
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest(f"input {position} needs a 'name'")
-    datatype = raw.get("datatype")
-    if not isinstance(datatype, str) or datatype.upper() not in V2_TO_NUMPY:
-        raise BadRequest(
-            f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(V2_TO_NUMPY)}"
-        )
-    datatype = datatype.upper()
-    shape = _decode_shape(raw.get("shape"), name)
-    count = math.prod(shape)
-    if count == 0:
-        raise BadRequest(f"input {name!r} has shape {list(shape)}, which holds no values")
+    datatype = checked_datatype(raw.get("datatype"), name)
+    shape = checked_shape(raw.get("shape"), name)
     parameters = _parameters(raw, f"input {name!r}")
     size = parameters.get("binary_data_size")
     if size is not None:
@@ -232,12 +230,34 @@ def _decode_input(
                 f"input {name!r} claims {size} bytes of binary data; "
                 f"only {len(binary) - offset} remain in the body"
             )
-        flat = _from_bytes(binary[offset : offset + size], datatype, name)
+        flat = from_bytes(binary[offset : offset + size], datatype, name)
         offset += size
     elif "data" in raw:
         flat = _from_json(raw["data"], datatype, name)
     else:
         raise BadRequest(f"input {name!r} has no 'data' (nor binary_data_size)")
+    return name, datatype, shaped(flat, shape, name), offset
+
+
+def checked_datatype(datatype: Any, name: str) -> str:
+    """The V2 datatype named, upper case; BadRequest for anything else."""
+    if not isinstance(datatype, str) or datatype.upper() not in V2_TO_NUMPY:
+        raise BadRequest(
+            f"input {name!r} has datatype {datatype!r}; expected one of {', '.join(V2_TO_NUMPY)}"
+        )
+    return datatype.upper()
+
+
+def checked_shape(shape: Any, name: str) -> tuple[int, ...]:
+    """A tensor's shape as a tuple of sizes, holding at least one value."""
+    checked = _decode_shape(shape, name)
+    _holds_values(checked, name)
+    return checked
+
+
+def shaped(flat: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """`flat`'s values in `shape`, once they are known to fill it and be finite."""
+    count = _holds_values(shape, name)
     if flat.size != count:
         raise BadRequest(
             f"input {name!r} has shape {list(shape)}, which holds {count} values, "
@@ -245,12 +265,19 @@ def _decode_input(
         )
     if flat.dtype.kind == "f" and not np.isfinite(flat).all():
         raise BadRequest(f"input {name!r} contains NaN or infinity")
-    return name, datatype, flat.reshape(shape), offset
+    return flat.reshape(shape)
+
+
+def _holds_values(shape: tuple[int, ...], name: str) -> int:
+    count = math.prod(shape)
+    if count == 0:
+        raise BadRequest(f"input {name!r} has shape {list(shape)}, which holds no values")
+    return count
 
 
 def _decode_shape(shape: Any, name: str) -> tuple[int, ...]:
     if (
-        not isinstance(shape, list)
+        not isinstance(shape, list | tuple)
         or len(shape) > MAX_DIMENSIONS
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
@@ -281,7 +308,7 @@ def _from_json(data: Any, datatype: str, name: str) -> np.ndarray:
         return values.astype(target, copy=False).ravel()
 
 
-def _from_bytes(blob: bytes, datatype: str, name: str) -> np.ndarray:
+def from_bytes(blob: bytes, datatype: str, name: str) -> np.ndarray:
     if datatype == "BYTES":
         return _unpack_bytes(blob, name)
     dtype = numpy_dtype(datatype).newbyteorder("<")
@@ -351,7 +378,7 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
 # -- encoding ------------------------------------------------------------------------------
 
 
-def _to_bytes(array: np.ndarray, datatype: str) -> bytes:
+def to_bytes(array: np.ndarray, datatype: str) -> bytes:
     if datatype == "BYTES":
         parts = []
         for item in array.ravel():

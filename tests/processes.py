@@ -194,13 +194,16 @@ def spawn_replica(
     heartbeat_ttl: float = 2.5,
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
+    root: Path = ROOT,
 ) -> ReplicaProcess:
-    """Start `python -m swaps.replica` on a free port; `wait_live()` before using it."""
+    """Start `python -m swaps.replica` on a free port; `wait_live()` before using it.
+
+    `root`: the source tree it runs from (a bench compares another commit's)."""
     port = port or free_port()
     replica_id = replica_id or f"replica-{port}"
     environment = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(root),
         "REDIS_URL": redis_url,
         "HOTSWAP_NAMESPACE": namespace,
         "HOTSWAP_REPLICA_ID": replica_id,
@@ -216,7 +219,7 @@ def spawn_replica(
         popen = subprocess.Popen(
             [sys.executable, "-m", "swaps.replica", "--port", str(port), *args],
             env=environment,
-            cwd=ROOT,
+            cwd=root,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

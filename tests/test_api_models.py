@@ -91,6 +91,31 @@ def test_a_registered_version_is_published_to_the_fleet(alice, iris, engine):
     assert engine.versions._specs[("iris", "4")].runtime == "python"
 
 
+def test_a_version_registered_with_batching_carries_it_to_the_fleet(alice, iris, engine):
+    batched = {**NEW_VERSION, "max_batch_size": 8, "max_batch_delay_ms": 2}
+
+    document = post_json(client_for(alice), "/api/models/iris/versions", batched).json()
+
+    assert (document["max_batch_size"], document["max_batch_delay_ms"]) == (8, 2.0)
+    spec = engine.versions._specs[("iris", "4")]
+    assert (spec.max_batch_size, spec.max_batch_delay_ms) == (8, 2.0)
+
+
+def test_a_version_registered_without_batching_is_not_batched(alice, iris, engine):
+    post_json(client_for(alice), "/api/models/iris/versions", NEW_VERSION)
+
+    assert not engine.versions._specs[("iris", "4")].batching
+
+
+def test_bad_batching_fields_are_refused_naming_each(alice, iris):
+    batched = {**NEW_VERSION, "max_batch_size": -1, "max_batch_delay_ms": 5000}
+
+    response = post_json(client_for(alice), "/api/models/iris/versions", batched)
+
+    assert response.status_code == 400
+    assert set(response.json()["fields"]) == {"max_batch_size", "max_batch_delay_ms"}
+
+
 def test_registering_a_version_of_a_new_model_creates_the_model(alice, iris):
     post_json(client_for(alice), "/api/models/penguins/versions", NEW_VERSION)
 

@@ -160,8 +160,9 @@ def test_compose_replica_command_starts_a_replica_its_health_check_passes(
     compose, redis_url, redis_namespace, tmp_path
 ):
     port = free_port()
+    ports = {"8001": str(port), "9001": str(free_port())}
     command = [
-        sys.executable if part == "python" else str(port) if part == "8001" else part
+        sys.executable if part == "python" else ports.get(part, part)
         for part in compose["services"]["replica"]["command"]
     ]
     log_path = tmp_path / "replica.log"

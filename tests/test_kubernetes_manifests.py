@@ -126,10 +126,14 @@ def container_port(spec: dict, port: int | str) -> int:
     return number
 
 
-def command_port(spec: dict) -> int:
-    """The port the process binds: its `--port` argument."""
+def command_port(spec: dict, option: str = "--port") -> int:
+    """A port the process binds: its `--port` argument (REST), or `--grpc-port`'s."""
     command = spec["command"]
-    return int(command[command.index("--port") + 1])
+    return int(command[command.index(option) + 1])
+
+
+def command_ports(spec: dict) -> set[int]:
+    return {command_port(spec, o) for o in ("--port", "--grpc-port") if o in spec["command"]}
 
 
 def secret_example() -> dict[str, str]:
@@ -331,8 +335,9 @@ def test_service_sends_traffic_to_the_port_the_process_binds(base, role):
     spec = container(base, role)
     assert selects(service["spec"]["selector"], pod_labels(base, role))
     for port in service["spec"]["ports"]:
-        assert container_port(spec, port["targetPort"]) == command_port(spec)
-        assert port["port"] == command_port(spec)  # the port compose's clients use too
+        assert container_port(spec, port["targetPort"]) in command_ports(spec)
+        # the port compose's clients use too
+        assert port["port"] == container_port(spec, port["targetPort"])
 
 
 # -- replicas: selection, probes, shutdown -------------------------------------------------------
@@ -399,10 +404,12 @@ def manifest_replica(base, redis_url, tmp_path_factory) -> Iterator[ReplicaProce
     """A replica started with the manifest's command and environment, nothing more."""
     spec = container(base, "replica")
     port = free_port()
-    bound = str(command_port(spec))
+    ports = {
+        str(command_port(spec)): str(port),
+        str(command_port(spec, "--grpc-port")): str(free_port()),
+    }
     command = [
-        sys.executable if part == "python" else str(port) if part == bound else part
-        for part in spec["command"]
+        sys.executable if part == "python" else ports.get(part, part) for part in spec["command"]
     ]
     namespace = f"test-{uuid.uuid4().hex}"
     env = {

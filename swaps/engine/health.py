@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .batching import batched_sample_failure
 from .ports import LoadedModel
 from .results import HealthCheckResult, utcnow
 from .runtimes import describe_exception, sample_batch
@@ -115,6 +116,11 @@ def _probe_loaded(
                 )
         else:
             failures.append(NO_OUTPUTS)
+    if outputs and not failures and spec.batching:
+        # A batched version answers merged requests: its rows must split back.
+        failure = batched_sample_failure(model.predict, _sample(spec, model))
+        if failure is not None:
+            failures.append(failure)
     output_valid = bool(outputs) and not failures
     memory_failures = _memory_failures(model.memory_bytes, spec, memory_available)
     failures.extend(memory_failures)
@@ -133,11 +139,16 @@ def _probe_loaded(
     )
 
 
-def _run_sample(spec: VersionSpec, model: LoadedModel) -> tuple[Mapping[str, object], float]:
+def _sample(spec: VersionSpec, model: LoadedModel) -> dict[str, np.ndarray]:
     first = model.inputs[0] if model.inputs else None
     batch = sample_batch(spec, first) if first else np.asarray(spec.sample_input)
+    return {first.name if first else "input-0": batch}
+
+
+def _run_sample(spec: VersionSpec, model: LoadedModel) -> tuple[Mapping[str, object], float]:
+    sample = _sample(spec, model)
     started = time.perf_counter()
-    outputs = model.predict({first.name if first else "input-0": batch})
+    outputs = model.predict(sample)
     if not isinstance(outputs, Mapping):
         raise TypeError(f"predict returned a {type(outputs).__name__}, not named outputs")
     return outputs, (time.perf_counter() - started) * 1000

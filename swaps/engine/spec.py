@@ -44,6 +44,14 @@ class VersionSpec:
     # Declared tensors; when empty the runtime describes its own.
     inputs: tuple[TensorSpec, ...] = field(default=())
     outputs: tuple[TensorSpec, ...] = field(default=())
+    # Adaptive batching (engine/batching.py): requests merged into batches of up to this
+    # many rows, each waiting at most max_batch_delay_ms for others. 0 or 1: off.
+    max_batch_size: int = 0
+    max_batch_delay_ms: float = 0.0
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 1
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -65,4 +73,6 @@ class VersionSpec:
             memory_limit_bytes=int(data["memory_limit_bytes"]),
             inputs=tuple(TensorSpec.from_dict(t) for t in data.get("inputs") or ()),
             outputs=tuple(TensorSpec.from_dict(t) for t in data.get("outputs") or ()),
+            max_batch_size=int(data.get("max_batch_size") or 0),
+            max_batch_delay_ms=float(data.get("max_batch_delay_ms") or 0.0),
         )

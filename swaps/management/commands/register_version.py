@@ -10,7 +10,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from swaps import documents, registry
 from swaps.management.base import DomainCommand, parse_json
-from swaps.registry import SPEC_FIELDS
+from swaps.registry import BATCHING_FIELDS, SPEC_FIELDS
 
 MISSING = "missing {names}: pass them as options or in --spec"
 
@@ -34,6 +34,8 @@ class Command(DomainCommand):
         parser.add_argument("--memory-limit-bytes", type=int)
         parser.add_argument("--inputs", help="JSON list of {name, datatype, shape}")
         parser.add_argument("--outputs", help="JSON list of {name, datatype, shape}")
+        parser.add_argument("--max-batch-size", type=int, help="rows per batch (default: none)")
+        parser.add_argument("--max-batch-delay-ms", type=float, help="a batch's longest wait")
 
     def run(self, **options: Any) -> tuple[Any, str]:
         fields = _from_file(options["spec"]) if options["spec"] else {}
@@ -46,6 +48,9 @@ class Command(DomainCommand):
             fields[name] = value
         fields.setdefault("inputs", [])
         fields.setdefault("outputs", [])
+        for name in BATCHING_FIELDS:
+            if options.get(name) is not None:
+                fields[name] = options[name]
         missing = [name for name in SPEC_FIELDS if name not in fields]
         if missing:
             raise CommandError(
@@ -71,4 +76,4 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise CommandError(f"--spec {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CommandError(f"--spec {path} must hold a JSON object")
-    return {name: data[name] for name in SPEC_FIELDS if name in data}
+    return {name: data[name] for name in (*SPEC_FIELDS, *BATCHING_FIELDS) if name in data}
