@@ -12,7 +12,9 @@ status to its code (`grpc_gateway.GRPC_CODES`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any, Protocol, TypeVar
@@ -85,9 +87,13 @@ class Inferencer:
         # with a model that can hang (it would stop health answers and heartbeats).
         self.threads = threads
         self.metrics = metrics
-        # One per loaded batched version: keyed by the model object, so a version loaded
-        # again (a new object) never joins the batches of the one it replaced.
-        self._batchers: dict[tuple[str, str], tuple[LoadedModel, Batcher]] = {}
+        # One per loaded batched version, keyed by the model object: a version loaded
+        # again (a new object) never joins the batches of the one it replaced. Weakly, and
+        # the batcher holds its model only weakly too: an unloaded version's memory goes
+        # back once its last request is answered (each request holds its model meanwhile).
+        self._batchers: weakref.WeakKeyDictionary[LoadedModel, Batcher] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def refused(self, status: int) -> None:
         """A request refused before any version took it (malformed, too large ...)."""
@@ -146,23 +152,25 @@ class Inferencer:
         return answer
 
     def _batcher(self, model: LoadedModel) -> Batcher:
-        key = (model.spec.model_id, model.spec.version)
-        known = self._batchers.get(key)
-        if known is not None and known[0] is model:
-            return known[1]
-
-        async def run(inputs):
-            if self.threads is None:
-                return _timed_predict((model, inputs))
-            return await self.threads.run(_timed_predict, (model, inputs))
-
-        batcher = Batcher(
-            run,
-            max_batch_size=model.spec.max_batch_size,
-            max_delay_seconds=model.spec.max_batch_delay_ms / 1000,
-        )
-        self._batchers[key] = (model, batcher)
+        batcher = self._batchers.get(model)
+        if batcher is None:
+            batcher = Batcher(
+                functools.partial(self._predict_batch, weakref.ref(model)),
+                max_batch_size=model.spec.max_batch_size,
+                max_delay_seconds=model.spec.max_batch_delay_ms / 1000,
+            )
+            self._batchers[model] = batcher
         return batcher
+
+    async def _predict_batch(
+        self, model_ref: weakref.ref[LoadedModel], inputs: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], float]:
+        model = model_ref()
+        if model is None:  # cannot be: the batch's requests hold their model
+            raise RuntimeError("the batched version was unloaded while its batch waited")
+        if self.threads is None:
+            return _timed_predict((model, inputs))
+        return await self.threads.run(_timed_predict, (model, inputs))
 
     async def _begin(self, model_id: str, version: str | None) -> tuple[str, LoadedModel]:
         try:

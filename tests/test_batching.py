@@ -8,16 +8,22 @@ is made by its size, never by a timer: the test sends exactly the requests that 
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from swaps.engine.health import probe
+from swaps.engine.local import local_stack
 from swaps.engine.runtimes import load
+from swaps.inference import Inferencer
+from swaps.v2_codec import decode_request
 
 from .fleet_models import Gate, gated_spec
 from .processes import ReplicaProcess, deploy, drop_namespace, start_replica, wait_until
@@ -180,3 +186,25 @@ def test_the_merged_rows_come_back_in_request_order():
     pieces = split({"y": merged(parts)["x"] * 10}, [2, 1])
 
     assert [p["y"].ravel().tolist() for p in pieces] == [[10.0, 20.0], [30.0]]
+
+
+async def test_an_unloaded_batched_version_is_not_kept_in_memory_by_its_batcher():
+    stack = local_stack([counting_spec(**BATCHED)])
+    stack.versions.load_now("counting", "1")  # no future left holding the model
+    await stack.router.flip("counting", "1")
+    stack.ready = True
+    inference = Inferencer(stack, threads=None, metrics=None)
+
+    def infer(n: int):
+        request = decode_request(orjson.dumps(body(n, f"req-{n}")))
+        return inference.infer("counting", None, request, lambda _, outputs: outputs, started=0)
+
+    answers = await asyncio.gather(*(infer(n) for n in range(BATCHED["max_batch_size"])))
+    assert [int(a["batch_rows"][0, 0]) for a in answers] == [4, 4, 4, 4]  # one batch
+    loaded = weakref.ref(stack.versions.loaded("counting", "1"))
+    await stack.router.flip("counting", "2")  # nothing routes to it: it may go
+    await stack.versions.unload("counting", "1")
+    gc.collect()
+
+    assert stack.versions.loaded("counting", "1") is None
+    assert loaded() is None, "the batcher still holds the unloaded version's model"
