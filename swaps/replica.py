@@ -70,7 +70,7 @@ from .engine.router import LocalRouter
 from .engine.runtimes import describe_exception
 from .engine.sandbox import ContainedLoadFailure
 from .engine.seal import Seal
-from .engine.serving import Dispatcher
+from .engine.serving import Dispatcher, routed_or_in_flight
 from .engine.spec import VersionSpec
 from .engine.versions import LocalVersions
 
@@ -133,10 +133,13 @@ class Replica:
             if loader is None
             else None
         )
+        self.in_use = routed_or_in_flight(self.router, self.inflight)
         self.versions = LocalVersions(
-            loader=loader or self.sandbox.load, health_timeout=health_timeout, replica=replica_id
+            loader=loader or self.sandbox.load,
+            health_timeout=health_timeout,
+            replica=replica_id,
+            in_use=self.in_use,
         )
-        self.versions.in_use = self.in_use
         self.dispatcher = Dispatcher(
             router=self.router, inflight=self.inflight, versions=self.versions
         )
@@ -171,12 +174,6 @@ class Replica:
         nothing. (One already serving keeps its routes, forged entries or not.)"""
         unverified = self._refused_routes and not self.router.routes()
         return self._synced and not self._waiting_for_load and not unverified
-
-    def in_use(self, model_id: str, version: str) -> bool:
-        return (
-            self.router.resolve(model_id) == version
-            or self.inflight.pending_now(model_id, version) > 0
-        )
 
     # -- life cycle -------------------------------------------------------------------------
 

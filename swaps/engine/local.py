@@ -9,7 +9,7 @@ from .board import LocalBoard
 from .hotswapper import ModelHotSwapper, SwapPolicy
 from .inflight import LocalInflight
 from .router import LocalRouter
-from .serving import Dispatcher
+from .serving import Dispatcher, routed_or_in_flight
 from .spec import VersionSpec
 from .versions import LocalVersions
 
@@ -17,24 +17,17 @@ from .versions import LocalVersions
 @dataclass
 class LocalStack:
     versions: LocalVersions
-    router: LocalRouter = field(default_factory=LocalRouter)
-    inflight: LocalInflight = field(default_factory=LocalInflight)
+    router: LocalRouter
+    inflight: LocalInflight
     board: LocalBoard = field(default_factory=LocalBoard)
     policy: SwapPolicy = field(default_factory=SwapPolicy)
     on_change: Callable | None = None
 
     def __post_init__(self) -> None:
-        self.versions.in_use = self.in_use
         self.dispatcher = Dispatcher(
             router=self.router, inflight=self.inflight, versions=self.versions
         )
         self.swapper = ModelHotSwapper.over(self, policy=self.policy, on_change=self.on_change)
-
-    def in_use(self, model_id: str, version: str) -> bool:
-        return (
-            self.router.resolve(model_id) == version
-            or self.inflight.pending_now(model_id, version) > 0
-        )
 
 
 def local_stack(
@@ -44,8 +37,13 @@ def local_stack(
     on_change: Callable | None = None,
     **versions_options,
 ) -> LocalStack:
+    router, inflight = LocalRouter(), LocalInflight()
     return LocalStack(
-        versions=LocalVersions(specs, **versions_options),
+        versions=LocalVersions(
+            specs, in_use=routed_or_in_flight(router, inflight), **versions_options
+        ),
+        router=router,
+        inflight=inflight,
         policy=policy or SwapPolicy(),
         on_change=on_change,
     )

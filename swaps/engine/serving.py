@@ -6,7 +6,7 @@ the router's lock, then the model. No database, no Redis.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -25,6 +25,16 @@ class Inference(NamedTuple):  # a tuple: built once per request, cheaply
     model_id: str
     version: str  # the version that answered: every response names it
     outputs: dict[str, np.ndarray]
+
+
+def routed_or_in_flight(router: LocalRouter, inflight: LocalInflight) -> Callable[[str, str], bool]:
+    """Whether a version must stay loaded here: it is routed to, or requests are in flight
+    on it (what `LocalVersions` asks before it unloads)."""
+
+    def in_use(model_id: str, version: str) -> bool:
+        return router.resolve(model_id) == version or inflight.pending_now(model_id, version) > 0
+
+    return in_use
 
 
 class Dispatcher:

@@ -43,7 +43,11 @@ class LocalVersions:
         health_timeout: float = 10.0,
         memory_available: Callable[[], int] = host_memory_available,
         replica: str = "local",
+        in_use: Callable[[str, str], bool] = lambda model_id, version: False,
     ) -> None:
+        """`in_use(model_id, version)`: whether a version must stay loaded (routed to, or
+        requests in flight on it), from whoever owns the router and the in-flight
+        counts (`serving.routed_or_in_flight`); an unload waits while it says so."""
         self._specs: dict[Key, VersionSpec] = {}
         self._loaded: dict[Key, LoadedModel] = {}
         self._retirements: dict[Key, threading.Timer] = {}
@@ -54,9 +58,7 @@ class LocalVersions:
         self._health_timeout = health_timeout
         self._memory_available = memory_available
         self.replica = replica
-        # Whether a version must stay loaded (routed to, or requests in flight on it);
-        # set by whoever owns the router and the tracker (see local.py).
-        self.in_use: Callable[[str, str], bool] = lambda model_id, version: False
+        self.in_use = in_use
         for spec in specs:
             self.register(spec)
 
