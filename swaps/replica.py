@@ -91,13 +91,6 @@ class Desired:
         return self.retire_at is not None and now >= self.retire_at
 
 
-class ReplicaRouter(LocalRouter):
-    def replace(self, model_id: str, version: str, epoch: int) -> None:
-        """Install a route whatever its epoch: the fleet's state was published anew."""
-        with self.lock:
-            self._set(model_id, version, epoch)
-
-
 class Replica:
     def __init__(
         self,
@@ -126,7 +119,7 @@ class Replica:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_ttl = heartbeat_ttl
         self.drain_report_interval = drain_report_interval
-        self.router = ReplicaRouter()
+        self.router = LocalRouter()
         self.inflight = LocalInflight()
         self.sandbox = (
             sandbox.Sandbox(timeout=trial_timeout, passed_environment=trial_environment)

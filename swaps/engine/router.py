@@ -42,6 +42,11 @@ class LocalRouter:
             self._set(model_id, version, epoch)
             return True
 
+    def replace(self, model_id: str, version: str, epoch: int) -> None:
+        """Install a route whatever its epoch: the fleet's state was published anew."""
+        with self.lock:
+            self._set(model_id, version, epoch)
+
     def _set(self, model_id: str, version: str, epoch: int) -> None:
         self._routes[model_id] = Route(version=version, epoch=epoch)
         history = self._history.setdefault(model_id, [])
