@@ -282,8 +282,9 @@ def run_section(title: str, targets: list[Target], rounds: int) -> dict[str, Run
     runs = measure_in_turns(targets, rounds)
     print(f"load average at end:   {load_average()}")
     clients = any(run.client_cores is not None for run in runs[targets[0].label])
+    width = max(len(label) for label in runs)
     print(
-        f"{'':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'server':>7}"
+        f"{'':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'server':>7}"
         f"{' client' if clients else ''}  runs (req/s)"
     )
     medians = {}
@@ -292,7 +293,7 @@ def run_section(title: str, targets: list[Target], rounds: int) -> dict[str, Run
         spread = ", ".join(f"{run.requests_per_second:.0f}" for run in measured)
         client = f" {median.client_cores:6.2f}" if median.client_cores is not None else ""
         print(
-            f"{label:44} {median.requests_per_second:8.0f} {median.p50_ms:8.2f}"
+            f"{label:{width}} {median.requests_per_second:8.0f} {median.p50_ms:8.2f}"
             f" {median.p99_ms:8.2f} {median.failed:7d} {median.server_cores:7.2f}{client}"
             f"  {spread}"
         )
