@@ -285,12 +285,12 @@ def run_section(title: str, targets: list[Target], rounds: int) -> dict[str, Run
     width = max(len(label) for label in runs)
     print(
         f"{'':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'server':>7}"
-        f"{' client' if clients else ''}  runs (req/s)"
+        f"{' client' if clients else ''}  runs (req/s @ p99 ms)"
     )
     medians = {}
     for label, measured in runs.items():
         median = medians[label] = median_run(measured)
-        spread = ", ".join(f"{run.requests_per_second:.0f}" for run in measured)
+        spread = ", ".join(f"{run.requests_per_second:.0f} @ {run.p99_ms:.0f}" for run in measured)
         client = f" {median.client_cores:6.2f}" if median.client_cores is not None else ""
         print(
             f"{label:{width}} {median.requests_per_second:8.0f} {median.p50_ms:8.2f}"
