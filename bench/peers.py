@@ -5,22 +5,25 @@ no worker processes), uvloop (pinned below 0.22: MLServer 1.7.1's workers fail o
 ones) and httptools (the same version as ours), `debug: false` (no access log: ours has
 none), `gzip_enabled: false` (ours does not compress). Prometheus metrics are on in both,
 as both ship (`--metrics off` turns them off in both). Our replica runs as the product
-does (`python -m swaps.replica`: uvicorn, httptools, gRPC beside it). MLServer lives in a
-venv of its own, made on first use (`--mlserver-venv`, default ../peer-venvs/mlserver
-beside the repository) with the same scikit-learn, numpy and joblib as ours, so both load
-the same joblib files. Every target is measured in turns, `--rounds` times (the order
-reversed every other round), and the median run of each is printed with its p50/p99, the
-server process's CPU (in cores) and the load average at the start and end of a section:
+does (`python -m swaps.replica`: uvicorn, httptools, gRPC beside it on the same loop).
+MLServer lives in a venv of its own, made on first use with this interpreter
+(`--mlserver-venv`, default peer-venvs/mlserver beside the repository) and the same
+scikit-learn, numpy, joblib and httptools as ours, so both load the same joblib files.
+Every target is measured in turns, `--rounds` times (the order reversed every other
+round), and the median run of each is printed with its p50/p99, the CPU its server
+process used (in cores) and the load average at the start and end of each section:
 
   rest      iris version 1 (one 1x4 FP32 row per request), wrk at concurrency 32 (the
-            same body and script as bench/serving.py);
-  grpc      the same over the V2 gRPC service: bench/support/grpc_load.py (grpc.aio,
-            our generated stubs, typed `fp32_contents`, or `--grpc-contents raw`), in
-            `--grpc-clients` processes of their own, 32 callers in all; their CPU too;
+            same body and script as bench/serving.py); and bench/servers/bare_iris.py
+            under uvicorn, the practical limit (`--no-limits`: without it);
+  grpc      the same over V2 gRPC: bench/support/grpc_load.py (grpc.aio, our generated
+            stubs, typed `fp32_contents`, or `--grpc-contents raw`) in `--grpc-clients`
+            processes of their own, 32 callers in all, their CPU too; and
+            bench/servers/bare_iris_grpc.py, a bare grpc.aio server, the limit;
   batching  bench/batching.py's random forest (200 trees), one row per request at
             concurrency 64: each server unbatched, and batched (ours: max_batch_size /
             max_batch_delay_ms; MLServer's adaptive batching: max_batch_size /
-            max_batch_time), same sizes and delay.
+            max_batch_time), at the same size and delay.
 
 Targets (REST, and gRPC alike): ours at least 2.0x MLServer's requests per second at no
 worse p99. On a 2-core machine shared with the load generator, absolute figures move
@@ -28,7 +31,8 @@ worse p99. On a 2-core machine shared with the load generator, absolute figures 
 
     REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/peers.py \\
         [--sections rest grpc batching] [--seconds 8] [--rounds 3] \\
-        [--mlserver-venv PATH] [--grpc-clients 1] [--metrics on|off]
+        [--mlserver-venv PATH] [--grpc-clients 1] [--metrics on|off] \\
+        [--replica-env HOTSWAP_INFERENCE_THREADS=0]
 
 (`scripts/with_redis.py -- ...` starts a private Redis when there is none.)
 """
@@ -39,6 +43,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +66,7 @@ from bench.serving import (  # noqa: E402
     percentile,
     replica_ready,
     run_wrk,
+    start_bare,
 )
 from swaps.demo_models import build_demo_models  # noqa: E402
 from tests.processes import (  # noqa: E402
@@ -81,6 +87,7 @@ TARGET_RATIO = 2.0
 # Long enough for every client process to import grpc and warm its channel first.
 GRPC_CLIENT_LEAD_SECONDS = 3.0
 OURS, THEIRS = "hotswap replica", f"MLServer {MLSERVER}"
+BARE_REST, BARE_GRPC = "bare ASGI app (uvicorn)", "bare grpc.aio server"
 
 
 @dataclass
@@ -313,37 +320,88 @@ def compare(ours: Run, theirs: Run, *, target: float | None = None) -> str:
     return line
 
 
-def rest_section(ours: ReplicaProcess, theirs: MLServerProcess, args, script: Path) -> None:
+@dataclass
+class Servers:
+    ours: ReplicaProcess
+    our_grpc: str  # host:port
+    theirs: MLServerProcess
+    # The practical limits (bench/servers/): a bare app with the model, nothing else.
+    bare_rest: tuple[Process, str] | None = None  # and its URL
+    bare_grpc: tuple[Process, str] | None = None  # and its host:port
+
+
+def start_bare_grpc(artifact: str, log_dir: Path) -> tuple[Process, str]:
+    port = free_port()
+    log_path = log_dir / "bare-grpc.log"
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "servers" / "bare_iris_grpc.py"),
+                "--port",
+                str(port),
+            ],
+            env={**os.environ, "BENCH_IRIS_ARTIFACT": artifact},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    process = Process(popen=popen, log_path=log_path)
+
+    def listening() -> bool:
+        if not process.alive():
+            raise RuntimeError(f"the bare gRPC server exited:\n{process.log()}")
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout=30, what="the bare gRPC server")
+    return process, f"127.0.0.1:{port}"
+
+
+def print_ratios(medians: dict[str, Run], bare: str | None) -> None:
+    ours, theirs, *_ = medians.values()
+    print(compare(ours, theirs, target=TARGET_RATIO))
+    if bare is not None:
+        limit = medians[bare].requests_per_second
+        print(
+            f"of the {bare}'s requests per second: {ours.label} "
+            f"{ours.requests_per_second / limit:.0%}, {theirs.label} "
+            f"{theirs.requests_per_second / limit:.0%}"
+        )
+
+
+def rest_section(servers: Servers, args, script: Path) -> None:
+    measured = [
+        (f"{OURS} (uvicorn)", servers.ours.url, servers.ours.pid),
+        (THEIRS, servers.theirs.url, servers.theirs.pid),
+    ]
+    if servers.bare_rest is not None:
+        process, url = servers.bare_rest
+        measured.append((BARE_REST, url, process.pid))
     targets = [
-        wrk_target(
-            f"{OURS} (uvicorn)", ours.url + INFER, ours.pid,
-            concurrency=args.concurrency, args=args, script=script,
-        ),
-        wrk_target(
-            THEIRS, theirs.url + INFER, theirs.pid,
-            concurrency=args.concurrency, args=args, script=script,
-        ),
-    ]  # fmt: skip
+        wrk_target(label, url + INFER, pid, concurrency=args.concurrency, args=args, script=script)
+        for label, url, pid in measured
+    ]
     medians = run_section(
         f"REST: iris, one 1x4 FP32 row per request; wrk at concurrency {args.concurrency}, "
         f"{args.seconds:g} s runs, median of {args.rounds} in turns",
         targets,
         args.rounds,
     )
-    print(compare(*medians.values(), target=TARGET_RATIO))
+    print_ratios(medians, BARE_REST if servers.bare_rest is not None else None)
 
 
-def grpc_section(ours: ReplicaProcess, our_grpc_port: int, theirs: MLServerProcess, args) -> None:
+def grpc_section(servers: Servers, args) -> None:
+    measured = [
+        (f"{OURS} (gRPC)", servers.our_grpc, servers.ours.pid),
+        (f"{THEIRS} (gRPC)", f"127.0.0.1:{servers.theirs.grpc_port}", servers.theirs.pid),
+    ]
+    if servers.bare_grpc is not None:
+        process, address = servers.bare_grpc
+        measured.append((BARE_GRPC, address, process.pid))
     targets = [
-        grpc_target(
-            f"{OURS} (gRPC)", f"127.0.0.1:{our_grpc_port}", ours.pid,
-            model="iris", version="", args=args,
-        ),
-        grpc_target(
-            f"{THEIRS} (gRPC)", f"127.0.0.1:{theirs.grpc_port}", theirs.pid,
-            model="iris", version="", args=args,
-        ),
-    ]  # fmt: skip
+        grpc_target(label, address, pid, model="iris", version="", args=args)
+        for label, address, pid in measured
+    ]
     medians = run_section(
         f"gRPC: iris, ModelInfer with one 1x4 FP32 row ({args.grpc_contents} contents); "
         f"{args.concurrency} grpc.aio callers in {args.grpc_clients} client process(es), "
@@ -351,10 +409,10 @@ def grpc_section(ours: ReplicaProcess, our_grpc_port: int, theirs: MLServerProce
         targets,
         args.rounds,
     )
-    print(compare(*medians.values(), target=TARGET_RATIO))
+    print_ratios(medians, BARE_GRPC if servers.bare_grpc is not None else None)
 
 
-def batching_section(ours: ReplicaProcess, theirs: MLServerProcess, args, script: Path) -> None:
+def batching_section(servers: Servers, args, script: Path) -> None:
     batched = f"batched ({args.max_batch_size} rows, {args.max_delay_ms:g} ms)"
     labels = {
         (OURS, "1"): f"{OURS}, unbatched",
@@ -362,12 +420,12 @@ def batching_section(ours: ReplicaProcess, theirs: MLServerProcess, args, script
         (THEIRS, "1"): f"{THEIRS}, unbatched",
         (THEIRS, "2"): f"{THEIRS}, adaptive {batched}",
     }
-    servers = {OURS: ours, THEIRS: theirs}
+    by_name = {OURS: servers.ours, THEIRS: servers.theirs}
     targets = [
         wrk_target(
             label,
-            f"{servers[name].url}/v2/models/forest/versions/{version}/infer",
-            servers[name].pid,
+            f"{by_name[name].url}/v2/models/forest/versions/{version}/infer",
+            by_name[name].pid,
             concurrency=args.batch_concurrency,
             args=args,
             script=script,
@@ -391,7 +449,10 @@ def batching_section(ours: ReplicaProcess, theirs: MLServerProcess, args, script
 def bench(args: argparse.Namespace) -> None:
     venv = mlserver_venv(Path(args.mlserver_venv).resolve())
     print(f"peer: {peer_versions(venv)}")
-    print(f"ours: scikit-learn {installed_version('scikit-learn')}, metrics {args.metrics}")
+    print(
+        f"ours: scikit-learn {installed_version('scikit-learn')}, metrics {args.metrics}"
+        + "".join(f", {name}={value}" for name, value in args.replica_env)
+    )
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
@@ -408,7 +469,7 @@ def bench(args: argparse.Namespace) -> None:
             log_dir=work,
             heartbeat_interval=0.5,  # the replicas' own defaults (settings.py)
             heartbeat_ttl=3.0,
-            env={"HOTSWAP_METRICS": args.metrics},
+            env={"HOTSWAP_METRICS": args.metrics, **dict(args.replica_env)},
             args=("--grpc-port", str(our_grpc_port)),
         )
         processes.append(ours)
@@ -440,12 +501,19 @@ def bench(args: argparse.Namespace) -> None:
         wait_until(lambda: replica_ready(ours.url), timeout=60, what="iris on our replica")
         for version in ("1", "2"):
             wait_until(lambda v=version: pinned_ready(ours.url, v), timeout=60, what="the forest")
+        servers = Servers(ours=ours, our_grpc=f"127.0.0.1:{our_grpc_port}", theirs=theirs)
+        if args.limits and "rest" in args.sections:
+            servers.bare_rest = start_bare("uvicorn", iris.artifact, work)
+            processes.append(servers.bare_rest[0])
+        if args.limits and "grpc" in args.sections:
+            servers.bare_grpc = start_bare_grpc(iris.artifact, work)
+            processes.append(servers.bare_grpc[0])
         if "rest" in args.sections:
-            rest_section(ours, theirs, args, script)
+            rest_section(servers, args, script)
         if "grpc" in args.sections:
-            grpc_section(ours, our_grpc_port, theirs, args)
+            grpc_section(servers, args)
         if "batching" in args.sections:
-            batching_section(ours, theirs, args, script)
+            batching_section(servers, args, script)
     finally:
         for process in processes:
             process.stop()
@@ -469,6 +537,20 @@ def main() -> None:
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--grpc-clients", type=int, default=1, help="gRPC client processes")
     parser.add_argument("--grpc-contents", choices=["typed", "raw"], default="typed")
+    parser.add_argument(
+        "--limits",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the bare apps (bench/servers/), the practical limits, in REST and gRPC",
+    )
+    parser.add_argument(
+        "--replica-env",
+        type=lambda text: tuple(text.split("=", 1)),
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for our replica (e.g. HOTSWAP_INFERENCE_THREADS=0)",
+    )
     parser.add_argument("--metrics", choices=["on", "off"], default="on", help="in both")
     parser.add_argument(
         "--mlserver-venv",
