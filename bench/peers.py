@@ -282,8 +282,8 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_section(title: str, targets: list[Target], rounds: int) -> dict[str, Run]:
-    """Measure `targets` in turns and print their median runs; return them by label."""
+def run_section(title: str, targets: list[Target], rounds: int) -> dict[str, list[Run]]:
+    """Measure `targets` in turns and print their median runs; return every run by label."""
     print(f"\n== {title}", flush=True)
     print(f"load average at start: {load_average()}", flush=True)
     runs = measure_in_turns(targets, rounds)
@@ -294,9 +294,8 @@ def run_section(title: str, targets: list[Target], rounds: int) -> dict[str, Run
         f"{'':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'server':>7}"
         f"{' client' if clients else ''}  runs (req/s @ p99 ms)"
     )
-    medians = {}
     for label, measured in runs.items():
-        median = medians[label] = median_run(measured)
+        median = median_run(measured)
         spread = ", ".join(f"{run.requests_per_second:.0f} @ {run.p99_ms:.0f}" for run in measured)
         client = f" {median.client_cores:6.2f}" if median.client_cores is not None else ""
         print(
@@ -305,14 +304,21 @@ def run_section(title: str, targets: list[Target], rounds: int) -> dict[str, Run
             f"  {spread}"
         )
     print("(server, client: CPU cores the process(es) used during the median run)")
-    return medians
+    return runs
 
 
-def compare(ours: Run, theirs: Run, *, target: float | None = None) -> str:
+def compare(ours_runs: list[Run], theirs_runs: list[Run], *, target: float | None = None) -> str:
+    """The ratio of the median runs, and round by round: the two runs of a round were
+    taken one right after the other, so each pair shares the machine's moment."""
+    ours, theirs = median_run(ours_runs), median_run(theirs_runs)
     ratio = ours.requests_per_second / theirs.requests_per_second
+    paired = ", ".join(
+        f"{a.requests_per_second / b.requests_per_second:.2f}"
+        for a, b in zip(ours_runs, theirs_runs, strict=True)
+    )
     line = (
-        f"{ours.label} / {theirs.label}: {ratio:.2f}x the requests per second, "
-        f"p99 {ours.p99_ms:.2f} vs {theirs.p99_ms:.2f} ms"
+        f"{ours.label} / {theirs.label}: {ratio:.2f}x the requests per second "
+        f"(round by round {paired}), p99 {ours.p99_ms:.2f} vs {theirs.p99_ms:.2f} ms"
     )
     if target is not None:
         met = ratio >= target and ours.p99_ms <= theirs.p99_ms
@@ -357,11 +363,12 @@ def start_bare_grpc(artifact: str, log_dir: Path) -> tuple[Process, str]:
     return process, f"127.0.0.1:{port}"
 
 
-def print_ratios(medians: dict[str, Run], bare: str | None) -> None:
-    ours, theirs, *_ = medians.values()
-    print(compare(ours, theirs, target=TARGET_RATIO))
+def print_ratios(runs: dict[str, list[Run]], bare: str | None) -> None:
+    ours_runs, theirs_runs, *_ = runs.values()
+    print(compare(ours_runs, theirs_runs, target=TARGET_RATIO))
     if bare is not None:
-        limit = medians[bare].requests_per_second
+        ours, theirs = median_run(ours_runs), median_run(theirs_runs)
+        limit = median_run(runs[bare]).requests_per_second
         print(
             f"of the {bare}'s requests per second: {ours.label} "
             f"{ours.requests_per_second / limit:.0%}, {theirs.label} "
@@ -381,13 +388,13 @@ def rest_section(servers: Servers, args, script: Path) -> None:
         wrk_target(label, url + INFER, pid, concurrency=args.concurrency, args=args, script=script)
         for label, url, pid in measured
     ]
-    medians = run_section(
+    runs = run_section(
         f"REST: iris, one 1x4 FP32 row per request; wrk at concurrency {args.concurrency}, "
         f"{args.seconds:g} s runs, median of {args.rounds} in turns",
         targets,
         args.rounds,
     )
-    print_ratios(medians, BARE_REST if servers.bare_rest is not None else None)
+    print_ratios(runs, BARE_REST if servers.bare_rest is not None else None)
 
 
 def grpc_section(servers: Servers, args) -> None:
@@ -402,14 +409,14 @@ def grpc_section(servers: Servers, args) -> None:
         grpc_target(label, address, pid, model="iris", version="", args=args)
         for label, address, pid in measured
     ]
-    medians = run_section(
+    runs = run_section(
         f"gRPC: iris, ModelInfer with one 1x4 FP32 row ({args.grpc_contents} contents); "
         f"{args.concurrency} grpc.aio callers in {args.grpc_clients} client process(es), "
         f"{args.seconds:g} s runs, median of {args.rounds} in turns",
         targets,
         args.rounds,
     )
-    print_ratios(medians, BARE_GRPC if servers.bare_grpc is not None else None)
+    print_ratios(runs, BARE_GRPC if servers.bare_grpc is not None else None)
 
 
 def batching_section(servers: Servers, args, script: Path) -> None:
@@ -432,14 +439,14 @@ def batching_section(servers: Servers, args, script: Path) -> None:
         )
         for (name, version), label in labels.items()
     ]
-    medians = run_section(
+    runs = run_section(
         f"batching: random forest ({TREES} trees), one 1x4 FP32 row per request; wrk at "
         f"concurrency {args.batch_concurrency}, {args.seconds:g} s runs, "
         f"median of {args.rounds} in turns",
         targets,
         args.rounds,
     )
-    ours_1, ours_2, theirs_1, theirs_2 = (medians[label] for label in labels.values())
+    ours_1, ours_2, theirs_1, theirs_2 = (runs[label] for label in labels.values())
     print(compare(ours_2, ours_1))
     print(compare(theirs_2, theirs_1))
     print(compare(ours_1, theirs_1))
