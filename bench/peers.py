@@ -81,7 +81,8 @@ from tests.processes import (  # noqa: E402
 )
 
 MLSERVER = "1.7.1"
-# Our scikit-learn, numpy and joblib: a joblib file is a pickle, loaded by the same code.
+# As ours: a joblib file is a pickle, loaded by the same scikit-learn, numpy and joblib;
+# and the same HTTP parser.
 SHARED_PACKAGES = ("scikit-learn", "numpy", "joblib", "httptools")
 TARGET_RATIO = 2.0
 # Long enough for every client process to import grpc and warm its channel first.
@@ -153,7 +154,10 @@ def start_mlserver(
 ) -> MLServerProcess:
     """Write MLServer's settings.json and each model's model-settings.json into
     `repository`, start `mlserver start` on free ports and wait until it is ready."""
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    ports: set[int] = set()
+    while len(ports) < 3:  # free_port may hand out the same port twice
+        ports.add(free_port())
+    http_port, grpc_port, metrics_port = ports
     settings = {
         "debug": False,
         "parallel_workers": 0,
