@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import joblib
@@ -94,9 +95,10 @@ def _iris_spec(*, version: str, runtime: str, artifact: str) -> VersionSpec:
         expected_output_shape=IRIS_LABELS_SHAPE,
         expected_output_dtype=IRIS_LABELS_DTYPE,
         memory_limit_bytes=MEMORY_LIMIT_BYTES,
-        # Declared only where the runtime cannot read them from the artifact, so every
-        # version takes the same request as version 1.
-        inputs=(IRIS_INPUT,) if runtime == "python" else (),
+        # Declared for every version, so registration takes nothing from a trial of them;
+        # the ONNX file's own input name, which clients need not use (a lone input
+        # takes any name): every version takes the same request as version 1.
+        inputs=(replace(IRIS_INPUT, name="input_0") if runtime == "onnx" else IRIS_INPUT,),
         outputs=(IRIS_OUTPUT,),
     )
 

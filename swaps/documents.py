@@ -30,6 +30,7 @@ def version_document(version: ModelVersion) -> dict[str, Any]:
         "outputs": version.outputs,
         "max_batch_size": version.max_batch_size,
         "max_batch_delay_ms": version.max_batch_delay_ms,
+        "taken_from_model": version.taken_from_model,
         "registered_by": _name(version.registered_by),
         "registered_at": _time(version.registered_at),
         "first_served_at": _time(version.first_served_at),

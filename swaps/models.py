@@ -69,6 +69,9 @@ class ModelVersion(models.Model):
     # Adaptive batching (swaps/engine/batching.py); 0 or 1: off.
     max_batch_size = models.PositiveIntegerField(default=0, blank=True)
     max_batch_delay_ms = models.FloatField(default=0.0, blank=True)
+    # The fields registration took from a trial of the model (swaps/model_probe.py),
+    # because the registrant left them out.
+    taken_from_model = models.JSONField(default=list, blank=True)
     registered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

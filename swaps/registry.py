@@ -20,7 +20,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from swaps import audit, fleet_state, permissions
+from swaps import audit, fleet_state, model_probe, permissions
+from swaps.engine.errors import LoadError
 from swaps.engine.spec import RUNTIMES, TensorSpec, VersionSpec
 from swaps.engine.tensors import V2_TO_NUMPY
 from swaps.models import NAME_HELP, NAME_PATTERN, ModelVersion, ServedModel, Swap
@@ -43,6 +44,10 @@ ARTIFACT_NOT_ALLOWED = "not allowed: an artifact must be a file under {roots}"
 # Runtimes whose artifact runs its own code when it loads, and what to call it.
 CODE_RUNTIMES = {"python": "a python factory", "sklearn": "a joblib file (a pickle)"}
 ALREADY_REGISTERED = "version {version!r} of model {model!r} is already registered"
+PYTHON_NEEDS_SAMPLE = (
+    "a python version needs a sample_input (or declared inputs): a factory's model cannot "
+    "say what it takes"
+)
 NOT_PUBLISHED = (
     "version %s of model %s is registered but not yet published to the fleet (%s); "
     "the first swap to it publishes it"
@@ -85,10 +90,10 @@ def register_version(
     version: Any,
     runtime: Any,
     artifact: Any,
-    sample_input: Any,
-    expected_output_shape: Any,
-    expected_output_dtype: Any,
-    memory_limit_bytes: Any,
+    sample_input: Any = None,
+    expected_output_shape: Any = None,
+    expected_output_dtype: Any = None,
+    memory_limit_bytes: Any = None,
     inputs: Any = (),
     outputs: Any = (),
     max_batch_size: Any = None,
@@ -98,8 +103,10 @@ def register_version(
 ) -> ModelVersion:
     """Record a new version (creating its model if new) and publish it to the fleet.
 
-    Every field is checked, types included, and every fault named at once. Publishing
-    is best effort: a fleet that is down does not lose the registration, as each swap
+    Every field is checked, types included, and every fault named at once. A field left
+    out (None) that the model can tell is taken from a sandboxed trial of it
+    (`model_probe`) and listed in the record's `taken_from_model`. Publishing is best
+    effort: a fleet that is down does not lose the registration, as each swap
     publishes the versions it needs first.
     """
     with audit.attempt(
@@ -125,13 +132,18 @@ def register_version(
             max_batch_delay_ms=max_batch_delay_ms,
         )
         _require_code_right(user, runtime=fields["runtime"], artifact=fields["artifact"])
+        # After the code right: trying the model runs its code (in a sandbox).
+        fields, taken = _taken_from_model(model, fields)
         try:
             with transaction.atomic():
                 served, _ = ServedModel.objects.get_or_create(name=model)
                 registered = ModelVersion.objects.create(
-                    served_model=served, registered_by=_user_or_none(user), **fields
+                    served_model=served,
+                    registered_by=_user_or_none(user),
+                    taken_from_model=taken,
+                    **fields,
                 )
-                record.accepted(runtime=runtime, artifact=artifact)
+                record.accepted(runtime=runtime, artifact=artifact, taken_from_model=taken)
         except IntegrityError:
             raise Conflict(ALREADY_REGISTERED.format(version=version, model=model)) from None
     _publish(registered)
@@ -223,6 +235,17 @@ def set_rollback_approval(
     return model
 
 
+def _taken_from_model(model: str, fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    if not model_probe.missing_fields(fields):
+        return fields, []
+    try:
+        described, taken = model_probe.take_from_model({"model": model, **fields})
+    except LoadError as exc:
+        raise invalid_fields({"artifact": exc.message}) from None
+    described.pop("model")
+    return described, taken
+
+
 def _publish(version: ModelVersion) -> None:
     spec = version.as_spec()
 
@@ -303,21 +326,24 @@ def check_version_fields(**given: Any) -> dict[str, Any]:
             problems["artifact"] = "a python version's artifact is package.module:factory"
     elif (problem := _file_artifact_problem(artifact)) is not None:
         problems["artifact"] = problem
-    sample = given["sample_input"]
-    if not isinstance(sample, list) or not sample or not _numeric_rows(sample):
+    # None: left out, to be taken from the model (swaps/model_probe.py).
+    sample = given.get("sample_input")
+    if sample is not None and (
+        not isinstance(sample, list) or not sample or not _numeric_rows(sample)
+    ):
         problems["sample_input"] = "must be a non-empty list of rows of numbers, e.g. [[1.0, 2.0]]"
-    shape = given["expected_output_shape"]
-    if not (
+    shape = given.get("expected_output_shape")
+    if shape is not None and not (
         isinstance(shape, list)
         and shape
         and all(type(d) is int and (d > 0 or d == -1) for d in shape)
     ):
         problems["expected_output_shape"] = "must be a list of sizes (-1 for any), e.g. [-1]"
-    dtype = given["expected_output_dtype"]
-    if not isinstance(dtype, str) or dtype not in V2_TO_NUMPY:
+    dtype = given.get("expected_output_dtype")
+    if dtype is not None and (not isinstance(dtype, str) or dtype not in V2_TO_NUMPY):
         problems["expected_output_dtype"] = "must be a V2 datatype, e.g. INT64 or FP32"
-    limit = given["memory_limit_bytes"]
-    if type(limit) is not int or limit <= 0:
+    limit = given.get("memory_limit_bytes")
+    if limit is not None and (type(limit) is not int or limit <= 0):
         problems["memory_limit_bytes"] = "must be a whole number of bytes above 0"
     tensors = {}
     for name in ("inputs", "outputs"):
@@ -333,6 +359,8 @@ def check_version_fields(**given: Any) -> dict[str, Any]:
     delay = given.get("max_batch_delay_ms") or 0
     if type(delay) not in (int, float) or not 0 <= delay <= MAX_BATCH_DELAY_MS:
         problems["max_batch_delay_ms"] = f"must be milliseconds from 0 to {MAX_BATCH_DELAY_MS}"
+    if given["runtime"] == "python" and sample is None and not tensors.get("inputs"):
+        problems["sample_input"] = PYTHON_NEEDS_SAMPLE
     if problems:
         raise invalid_fields(problems)
     if given["runtime"] != "python":

@@ -81,7 +81,7 @@ def test_status_of_an_unknown_model_gets_404(alice, iris):
 def test_registering_a_version_answers_201_with_the_record(alice, iris):
     response = post_json(client_for(alice), "/api/models/iris/versions", NEW_VERSION)
 
-    assert response.status_code == 201
+    assert response.status_code == 201, response.json()
     assert (response.json()["version"], response.json()["registered_by"]) == ("4", "alice")
 
 

@@ -211,6 +211,23 @@ def test_register_version_from_options(alice, iris):
     assert ModelVersion.objects.get(version="8").expected_output_shape == [-1, 3]
 
 
+def test_register_version_of_a_file_alone_prints_what_it_took_from_the_model(
+    alice, iris, iris_specs
+):
+    out = run(
+        "register_version",
+        "iris",
+        "8",
+        "--runtime=sklearn",
+        f"--artifact={iris_specs['1'].artifact}",
+        "--user=alice",
+    )
+
+    assert "taken from the model: inputs " in out
+    assert "sample_input [[0.0, 0.0, 0.0, 0.0]], expected_output_shape [-1], " in out
+    assert ModelVersion.objects.get(version="8").expected_output_dtype == "INT64"
+
+
 def test_register_version_names_the_missing_options(alice, iris):
     with pytest.raises(CommandError, match="missing --runtime, --artifact"):
         run("register_version", "iris", "9", "--user", "alice")

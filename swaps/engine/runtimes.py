@@ -98,6 +98,12 @@ class _Cause(Exception):
     """Why a load failed, already in words fit for the LoadError message."""
 
 
+NO_SAMPLE = (
+    "it has no sample input, and its input {name!r} (shape {shape}) does not say how "
+    "large a row is: give a sample input"
+)
+
+
 def load(spec: VersionSpec, *, measure: bool = True) -> RuntimeModel:
     """Load `spec`'s artifact with its runtime; raise `LoadError` on any failure.
 
@@ -138,8 +144,18 @@ def load(spec: VersionSpec, *, measure: bool = True) -> RuntimeModel:
 
 
 def sample_batch(spec: VersionSpec, tensor: TensorSpec) -> np.ndarray:
-    """The version's sample input as an array of the input tensor's datatype."""
-    return np.asarray(spec.sample_input, dtype=numpy_dtype(tensor.datatype))
+    """The version's sample input as an array of the input tensor's datatype.
+
+    A version registered without one is described by a row of zeros of the tensor's
+    shape (registration then records that row as its sample: `swaps.model_probe`).
+    """
+    dtype = numpy_dtype(tensor.datatype)
+    if spec.sample_input:
+        return np.asarray(spec.sample_input, dtype=dtype)
+    row = tensor.shape[1:]
+    if not tensor.shape or any(d <= 0 for d in row):
+        raise _Cause(NO_SAMPLE.format(name=tensor.name, shape=list(tensor.shape)))
+    return np.zeros((1, *row), dtype=dtype)
 
 
 def _load_sklearn(spec: VersionSpec) -> _Parts:
@@ -267,8 +283,9 @@ def _describe_outputs(
     spec: VersionSpec, run: Runner, inputs: tuple[TensorSpec, ...]
 ) -> tuple[TensorSpec, ...]:
     """Outputs as a real run on the sample input shows them (batch dimension -> -1)."""
+    batch = sample_batch(spec, inputs[0])
     try:
-        results = run({inputs[0].name: sample_batch(spec, inputs[0])})
+        results = run({inputs[0].name: batch})
     except Exception as exc:
         raise _Cause(f"the sample inference failed ({describe_exception(exc)})") from exc
     if not results:

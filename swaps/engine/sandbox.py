@@ -69,6 +69,8 @@ class ContainedLoadFailure(LoadError):
 class Trial:
     memory_bytes: int
     seconds: float
+    # With `describe`: what the model takes and gives (trial_server._describe).
+    description: dict | None = None
 
 
 class Sandbox:
@@ -94,8 +96,11 @@ class Sandbox:
         self._answers: dict[int, tuple[subprocess.Popen, Future]] = {}
         self._ids = itertools.count(1)
 
-    def trial(self, spec: VersionSpec) -> Trial:
-        """Try `spec` in a child; raise `ContainedLoadFailure` or `LoadError` if it fails."""
+    def trial(self, spec: VersionSpec, *, describe: bool = False) -> Trial:
+        """Try `spec` in a child; raise `ContainedLoadFailure` or `LoadError` if it fails.
+
+        `describe`: run the sample (or a row of zeros) instead of the health check, and
+        say what the model takes and gives (registration's probe)."""
         request_id = next(self._ids)
         answer: Future = Future()
         request = {
@@ -103,6 +108,7 @@ class Sandbox:
             "spec": spec.as_dict(),
             "timeout": self.timeout,
             "slack": self.slack_bytes,
+            "describe": describe,
         }
         with self._lock:
             server = self._running()
@@ -121,7 +127,11 @@ class Sandbox:
                 self._answers.pop(request_id, None)
             raise LoadError(SERVER_FAILED.format(cause="it did not answer")) from exc
         if result["ok"]:
-            return Trial(memory_bytes=int(result["memory_bytes"]), seconds=result["seconds"])
+            return Trial(
+                memory_bytes=int(result["memory_bytes"]),
+                seconds=result["seconds"],
+                description=result.get("description"),
+            )
         if result["contained"]:
             message = TRIAL_FAILED.format(
                 version=spec.version, model_id=spec.model_id, reason=result["reason"]

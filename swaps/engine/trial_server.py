@@ -18,9 +18,13 @@ The server waits for the child's exit (a pidfd) and its pipe in one selector loo
 thread (forking from a threaded process is what makes fork unsafe), kills a child that
 outlives its time limit, and answers with the result or with why the child gave none.
 
-Request: `{"id": n, "spec": {...}, "timeout": s, "slack": bytes}`. Answer: `{"id": n,
-"ok": bool, "reason": str, "contained": bool, "memory_bytes": int, "seconds": s}`;
-`contained` says the child crashed, hung, or broke its memory limit.
+Request: `{"id": n, "spec": {...}, "timeout": s, "slack": bytes, "describe": bool}`.
+Answer: `{"id": n, "ok": bool, "reason": str, "contained": bool, "memory_bytes": int,
+"seconds": s}`; `contained` says the child crashed, hung, or broke its memory limit.
+With `describe` (registration: `swaps.model_probe`) the child runs the sample, or a
+row of zeros when the spec has none, instead of the health check, and the answer's
+`description` says what the model takes and gives: its inputs and outputs, the sample
+it ran, and the first output's shape (batch dimension -1) and datatype.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 
 from . import health, runtimes
 from .errors import LoadError
 from .spec import VersionSpec
+from .tensors import v2_datatype
 
 READY = b'{"ready": true}\n'
 TIMED_OUT = "its load did not finish within {seconds:g} s"
@@ -215,7 +221,7 @@ def _try(request: dict, result_fd: int) -> None:
         mapped = _mapped_bytes()
         ceiling = mapped + spec.memory_limit_bytes + slack
         resource.setrlimit(resource.RLIMIT_AS, (ceiling, resource.RLIM_INFINITY))
-        answer = _load_and_check(spec, slack)
+        answer = (_describe if request.get("describe") else _load_and_check)(spec, slack)
     except BaseException as exc:  # even SystemExit: the child answers, then exits
         reason = runtimes.LOAD_FAILED.format(
             version=request["spec"]["version"],
@@ -236,25 +242,57 @@ def _try(request: dict, result_fd: int) -> None:
 
 
 def _load_and_check(spec: VersionSpec, slack: int) -> dict:
-    limit_mb = f"{spec.memory_limit_bytes / 2**20:.1f}"
-    try:
-        model = runtimes.load(spec)
-    except LoadError as exc:
-        if _out_of_memory(exc):
-            reason = NO_MEMORY.format(limit=limit_mb, slack=f"{slack / 2**20:.0f}")
-            return {"ok": False, "contained": True, "reason": reason}
-        return {"ok": False, "contained": False, "reason": exc.message}
-    if model.memory_bytes > spec.memory_limit_bytes:
-        used = f"{model.memory_bytes / 2**20:.1f}"
-        return {
-            "ok": False,
-            "contained": True,
-            "reason": OVER_LIMIT.format(used=used, limit=limit_mb),
-        }
+    model = _load_within_limit(spec, slack)
+    if isinstance(model, dict):  # the answer that says why it did not load
+        return model
     # The sample inference, so a predict that crashes or hangs does it here; what it
     # answers is judged again where the version serves.
     health.probe(spec=spec, model=model)
     return {"ok": True, "contained": False, "reason": "", "memory_bytes": model.memory_bytes}
+
+
+def _load_within_limit(spec: VersionSpec, slack: int) -> runtimes.RuntimeModel | dict:
+    """The version loaded, or the failed answer that says why not."""
+    limit = f"{spec.memory_limit_bytes / 2**20:.1f}"
+    try:
+        model = runtimes.load(spec)
+    except LoadError as exc:
+        if _out_of_memory(exc):
+            reason = NO_MEMORY.format(limit=limit, slack=f"{slack / 2**20:.0f}")
+            return {"ok": False, "contained": True, "reason": reason}
+        return {"ok": False, "contained": False, "reason": exc.message}
+    if model.memory_bytes > spec.memory_limit_bytes:
+        used = f"{model.memory_bytes / 2**20:.1f}"
+        return {"ok": False, "contained": True, "reason": OVER_LIMIT.format(used=used, limit=limit)}
+    return model
+
+
+def _describe(spec: VersionSpec, slack: int) -> dict:
+    model = _load_within_limit(spec, slack)
+    if isinstance(model, dict):  # the answer that says why it did not load
+        return model
+    if not model.inputs:
+        return {"ok": False, "contained": False, "reason": "the model declares no inputs"}
+    first = model.inputs[0]
+    sample = runtimes.sample_batch(spec, first)
+    outputs = model.predict({first.name: sample})
+    if not outputs:
+        return {"ok": False, "contained": False, "reason": "its sample inference gave no outputs"}
+    primary = np.asarray(next(iter(outputs.values())))
+    description = {
+        "inputs": [t.as_dict() for t in model.inputs],
+        "outputs": [t.as_dict() for t in model.outputs],
+        "sample_input": sample.tolist(),
+        "expected_output_shape": [-1, *primary.shape[1:]] if primary.ndim else [],
+        "expected_output_dtype": v2_datatype(primary.dtype),
+    }
+    return {
+        "ok": True,
+        "contained": False,
+        "reason": "",
+        "memory_bytes": model.memory_bytes,
+        "description": description,
+    }
 
 
 def _out_of_memory(exc: BaseException) -> bool:

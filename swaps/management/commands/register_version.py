@@ -13,6 +13,8 @@ from swaps.management.base import DomainCommand, parse_json
 from swaps.registry import BATCHING_FIELDS, SPEC_FIELDS
 
 MISSING = "missing {names}: pass them as options or in --spec"
+# What the model cannot tell: the rest, left out, is taken from a trial of it.
+REQUIRED = ("runtime", "artifact")
 
 
 class Command(DomainCommand):
@@ -28,6 +30,8 @@ class Command(DomainCommand):
         parser.add_argument("--spec", type=Path, help="a JSON file with the fields below")
         parser.add_argument("--runtime", help="sklearn, onnx or python")
         parser.add_argument("--artifact", help="file path, or package.module:factory")
+        # Left out, these are taken from a trial of the model (a python factory needs
+        # --sample-input or --inputs).
         parser.add_argument("--sample-input", help="JSON, e.g. [[5.1, 3.5, 1.4, 0.2]]")
         parser.add_argument("--expected-output-shape", help="JSON, e.g. [-1]")
         parser.add_argument("--expected-output-dtype", help="a V2 datatype, e.g. INT64")
@@ -51,7 +55,7 @@ class Command(DomainCommand):
         for name in BATCHING_FIELDS:
             if options.get(name) is not None:
                 fields[name] = options[name]
-        missing = [name for name in SPEC_FIELDS if name not in fields]
+        missing = [name for name in REQUIRED if name not in fields]
         if missing:
             raise CommandError(
                 MISSING.format(names=", ".join("--" + n.replace("_", "-") for n in missing))
@@ -64,6 +68,11 @@ class Command(DomainCommand):
             via=options["via"],
         )
         text = f"registered {version.served_model.name} {version.version} ({version.runtime})"
+        if version.taken_from_model:
+            taken = ", ".join(
+                f"{name} {json.dumps(getattr(version, name))}" for name in version.taken_from_model
+            )
+            text += f"; taken from the model: {taken}"
         return documents.version_document(version), text
 
 
