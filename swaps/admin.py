@@ -136,6 +136,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(permissions.REGISTER_VERSION)
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # Taken by registration from the file itself: shown on a record, never entered.
+        return ["artifact_digest"] if obj is not None else []
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Registered versions are immutable (replicas may have loaded them): view only.
         return False

@@ -22,6 +22,7 @@ def version_document(version: ModelVersion) -> dict[str, Any]:
         "version": version.version,
         "runtime": version.runtime,
         "artifact": version.artifact,
+        "artifact_digest": version.artifact_digest,
         "sample_input": version.sample_input,
         "expected_output_shape": version.expected_output_shape,
         "expected_output_dtype": version.expected_output_dtype,

@@ -52,8 +52,10 @@ def missing_fields(fields: dict) -> list[str]:
     return [name for name in TAKEABLE if fields.get(name) in (None, [], ())]
 
 
-def take_from_model(fields: dict) -> tuple[dict, list[str]]:
+def take_from_model(fields: dict, *, digest: str = "") -> tuple[dict, list[str]]:
     """`fields` with what was missing taken from a trial of the model, and which those are.
+
+    `digest`: the artifact's, as registration took it; the trial loads only those bytes.
 
     Raises `LoadError` (message `NOT_PROBED`) if the trial fails: the version is not
     registered.
@@ -73,6 +75,7 @@ def take_from_model(fields: dict) -> tuple[dict, list[str]]:
         memory_limit_bytes=fields.get("memory_limit_bytes") or PROBE_MEMORY_LIMIT_BYTES,
         inputs=tuple(TensorSpec.from_dict(t) for t in fields.get("inputs") or ()),
         outputs=tuple(TensorSpec.from_dict(t) for t in fields.get("outputs") or ()),
+        artifact_digest=digest,
     )
     try:
         trial = _trial_server().trial(spec, describe=True)

@@ -16,6 +16,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from swaps.engine.artifacts import DIGEST_LENGTH
 from swaps.engine.spec import RUNTIMES, TensorSpec, VersionSpec
 
 # Model and version names travel in V2 URLs and Redis keys: keep them plain.
@@ -69,6 +70,11 @@ class ModelVersion(models.Model):
     # Adaptive batching (swaps/engine/batching.py); 0 or 1: off.
     max_batch_size = models.PositiveIntegerField(default=0, blank=True)
     max_batch_delay_ms = models.FloatField(default=0.0, blank=True)
+    # The artifact's "sha256:<hex>" (swaps/engine/artifacts.py), taken by registration and
+    # checked by every replica before it loads the file; never edited, like the rest of
+    # the record. Empty for a python factory (no file), and for a version registered
+    # before digests whose file was gone by then: neither is checked.
+    artifact_digest = models.CharField(max_length=DIGEST_LENGTH, blank=True, editable=False)
     # The fields registration took from a trial of the model (swaps/model_probe.py),
     # because the registrant left them out.
     taken_from_model = models.JSONField(default=list, blank=True)
@@ -116,6 +122,7 @@ class ModelVersion(models.Model):
             outputs=tuple(TensorSpec.from_dict(t) for t in self.outputs),
             max_batch_size=self.max_batch_size,
             max_batch_delay_ms=self.max_batch_delay_ms,
+            artifact_digest=self.artifact_digest,
         )
 
 

@@ -1,9 +1,11 @@
 """Registering model versions (and the served models they belong to).
 
 A version record is immutable once registered: replicas may have loaded it, and
-swap records point at it; one no longer wanted is retired, never deleted. Registering
-a version of a model that does not exist yet creates the model, which serves nothing
-until its first deploy.
+swap records point at it; one no longer wanted is retired, never deleted. Its artifact
+is pinned by the sha256 taken here, which the record keeps and every replica checks the
+file against before loading it (`engine/artifacts.py`). Registering a version of a
+model that does not exist yet creates the model, which serves nothing until its first
+deploy.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from swaps import audit, fleet_state, model_probe, permissions
+from swaps.engine.artifacts import digest_of
 from swaps.engine.errors import LoadError
 from swaps.engine.spec import RUNTIMES, TensorSpec, VersionSpec
 from swaps.engine.tensors import V2_TO_NUMPY
@@ -132,18 +135,27 @@ def register_version(
             max_batch_delay_ms=max_batch_delay_ms,
         )
         _require_code_right(user, runtime=fields["runtime"], artifact=fields["artifact"])
-        # After the code right: trying the model runs its code (in a sandbox).
-        fields, taken = _taken_from_model(model, fields)
+        # Taken before the transaction: hashing a large file must not hold it open.
+        digest = _artifact_digest(runtime=fields["runtime"], artifact=fields["artifact"])
+        # After the code right: trying the model runs its code (in a sandbox), on the
+        # bytes just hashed.
+        fields, taken = _taken_from_model(model, fields, digest)
         try:
             with transaction.atomic():
                 served, _ = ServedModel.objects.get_or_create(name=model)
                 registered = ModelVersion.objects.create(
                     served_model=served,
                     registered_by=_user_or_none(user),
+                    artifact_digest=digest,
                     taken_from_model=taken,
                     **fields,
                 )
-                record.accepted(runtime=runtime, artifact=artifact, taken_from_model=taken)
+                record.accepted(
+                    runtime=runtime,
+                    artifact=artifact,
+                    artifact_digest=digest,
+                    taken_from_model=taken,
+                )
         except IntegrityError:
             raise Conflict(ALREADY_REGISTERED.format(version=version, model=model)) from None
     _publish(registered)
@@ -235,11 +247,13 @@ def set_rollback_approval(
     return model
 
 
-def _taken_from_model(model: str, fields: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _taken_from_model(
+    model: str, fields: dict[str, Any], digest: str
+) -> tuple[dict[str, Any], list[str]]:
     if not model_probe.missing_fields(fields):
         return fields, []
     try:
-        described, taken = model_probe.take_from_model({"model": model, **fields})
+        described, taken = model_probe.take_from_model({"model": model, **fields}, digest=digest)
     except LoadError as exc:
         raise invalid_fields({"artifact": exc.message}) from None
     described.pop("model")
@@ -284,6 +298,17 @@ def _file_artifact_problem(artifact: str) -> str | None:
     if not os.access(path, os.R_OK):
         return f"{artifact} cannot be read"
     return None
+
+
+def _artifact_digest(*, runtime: str, artifact: str) -> str:
+    """What the version is pinned by: the checked file's digest ("" for a python factory,
+    which is code to import, not a file to hash)."""
+    if runtime == "python":
+        return ""
+    try:
+        return digest_of(artifact)
+    except (OSError, ValueError) as exc:  # gone or changed since it was checked
+        raise invalid_fields({"artifact": f"cannot be read ({exc})"}) from None
 
 
 def _under_artifact_roots(artifact: str) -> bool:

@@ -208,6 +208,17 @@ def test_a_registered_version_cannot_be_changed(admin_client, serving_version):
     assert serving_version.artifact != "/tmp/evil"
 
 
+def test_a_versions_digest_is_shown_read_only_and_never_asked_for(admin_client, serving_version):
+    ModelVersion.objects.filter(pk=serving_version.pk).update(artifact_digest="sha256:" + "a" * 64)
+
+    shown = admin_client.get(f"/admin/swaps/modelversion/{serving_version.pk}/change/")
+    adding = admin_client.get("/admin/swaps/modelversion/add/")
+
+    assert "sha256:" + "a" * 64 in shown.content.decode()
+    assert 'name="artifact_digest"' not in shown.content.decode()
+    assert "artifact_digest" not in adding.content.decode()
+
+
 def test_swaps_are_read_only_with_their_transitions(admin_client, alice, served_before):
     swap = served_before.served_model.swaps.get()
 

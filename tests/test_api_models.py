@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swaps import fleet_state
+from swaps.engine.artifacts import digest_of
 from swaps.models import AuditEntry, ModelVersion
 
 from .control_plane import client_for, post_json
@@ -197,3 +198,49 @@ def test_a_file_artifact_that_exists_is_registered(alice, iris, iris_specs):
     response = post_json(client_for(alice), "/api/models/iris/versions", body)
 
     assert response.status_code == 201
+
+
+def test_a_file_version_is_registered_with_its_artifacts_sha256(alice, iris, iris_specs):
+    body = file_version(iris_specs["1"].artifact)
+
+    document = post_json(client_for(alice), "/api/models/iris/versions", body).json()
+
+    pinned = digest_of(iris_specs["1"].artifact)
+    assert pinned.startswith("sha256:")
+    assert document["artifact_digest"] == pinned
+    assert ModelVersion.objects.get(version="4").artifact_digest == pinned
+
+
+def test_the_digest_travels_to_the_fleet_in_the_versions_spec(alice, iris, iris_specs, engine):
+    post_json(
+        client_for(alice), "/api/models/iris/versions", file_version(iris_specs["1"].artifact)
+    )
+
+    assert engine.versions._specs[("iris", "4")].artifact_digest == digest_of(
+        iris_specs["1"].artifact
+    )
+
+
+def test_the_registrations_audit_entry_names_the_digest(alice, iris, iris_specs):
+    post_json(
+        client_for(alice), "/api/models/iris/versions", file_version(iris_specs["1"].artifact)
+    )
+
+    entry = AuditEntry.objects.get(action="register_version")
+    assert entry.details["artifact_digest"] == digest_of(iris_specs["1"].artifact)
+
+
+def test_a_python_factory_version_has_no_digest(alice, iris):
+    document = post_json(client_for(alice), "/api/models/iris/versions", NEW_VERSION).json()
+
+    assert document["artifact_digest"] == ""
+
+
+def test_a_client_cannot_give_a_version_its_digest(alice, iris, iris_specs):
+    body = {**file_version(iris_specs["1"].artifact), "artifact_digest": "sha256:" + "0" * 64}
+
+    response = post_json(client_for(alice), "/api/models/iris/versions", body)
+
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"artifact_digest": "unknown field"}
+    assert not ModelVersion.objects.filter(version="4").exists()

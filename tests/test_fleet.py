@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import httpx
 import pytest
 
+from swaps.engine.artifacts import digest_of
 from swaps.engine.errors import (
     FleetUnavailable,
     IncompatibleVersion,
@@ -430,6 +432,38 @@ async def test_a_target_that_cannot_load_is_reported_with_why_on_every_replica(
         return sum(1 for c in checks if c and not c.healthy and "does not exist" in c.reason)
 
     await until(failed_checks, equals=2)
+
+
+async def test_a_target_whose_file_changed_after_registration_fails_naming_both_digests(
+    models, swapper, fleet, replicas, iris_specs, tmp_path
+):
+    artifact = tmp_path / "iris-6.joblib"
+    shutil.copy(iris_specs["1"].artifact, artifact)
+    pinned = replace(
+        iris_specs["1"],
+        model_id=models.iris,
+        version="6",
+        artifact=str(artifact),
+        artifact_digest=digest_of(artifact),
+    )
+    await fleet.publish_spec(pinned)
+    with artifact.open("ab") as changed:
+        changed.write(b"\0")  # a pickle ends at its STOP: without the check it would load
+    named = f"has digest {digest_of(artifact)}, expected {pinned.artifact_digest}"
+
+    with pytest.raises(SwapError) as failure:
+        await swapper.swap_version(models.iris, "1", "6")
+
+    assert "version '6'" in failure.value.message
+    assert named in failure.value.message
+    assert await answering_versions(replicas, models.iris) == {"1"}
+
+    async def failed_checks() -> int:
+        checks = [r.health_of(models.iris, "6") for r in await fleet.replicas()]
+        return sum(1 for c in checks if c and not c.healthy and named in c.reason)
+
+    await until(failed_checks, equals=2)
+    assert "6" not in await loaded_anywhere(fleet, models.iris)
 
 
 async def test_a_replica_that_joins_later_serves_the_active_version(

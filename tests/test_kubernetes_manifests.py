@@ -586,13 +586,14 @@ def test_settings_can_create_the_run_dir(base, role):
     assert not mounts[run_dir].get("readOnly", False)
 
 
-def test_web_and_replicas_see_the_artifacts_where_compose_puts_them(base):
+def test_web_replicas_and_migrations_see_the_artifacts_where_compose_puts_them(base):
+    # Migrations too: 0009 pins the versions registered before digests to their files.
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     target = compose["x-artifacts"]["target"]
     claims = {}
-    for role in ["web", "replica"]:
+    for role in ["web", "replica", "migrate"]:
         volumes = {v["name"]: v for v in pod_spec(base, role)["volumes"]}
         (mount,) = [m for m in container(base, role)["volumeMounts"] if m["mountPath"] == target]
         claims[role] = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
     find(base, "PersistentVolumeClaim", claims["web"])
-    assert claims["replica"] == claims["web"]
+    assert claims["replica"] == claims["migrate"] == claims["web"]

@@ -3,7 +3,8 @@
 `load(spec)` reads `spec.artifact` with the runtime `spec.runtime` names, measures the
 memory the load kept, and hands back a `LoadedModel` whose `predict` takes named input
 arrays and returns named output arrays, the primary one first. Every failure becomes a
-`LoadError` that names the version, the artifact and the cause.
+`LoadError` that names the version, the artifact and the cause; a file that is not the
+one registered (its digest differs: `artifacts.py`) fails before the runtime reads it.
 
 Artifacts are code: a joblib file unpickles arbitrary objects and a python factory runs
 arbitrary code. Replicas never call `load` on a version before a trial in a child
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import joblib
 import numpy as np
 
+from . import artifacts
 from .errors import LoadError
 from .memory import RetainedMemory, measure_retained_memory
 from .spec import RUNTIMES, TensorSpec, VersionSpec
@@ -129,6 +131,8 @@ def load(spec: VersionSpec, *, measure: bool = True) -> RuntimeModel:
             parts, memory = loader(spec), RetainedMemory()
     except _Cause as exc:
         raise LoadError(_failure(spec, str(exc))) from exc
+    except LoadError:  # the artifact is not the one registered: its message says so
+        raise
     # Whatever else the artifact's code throws (even SystemExit) fails this version only.
     except (Exception, SystemExit) as exc:
         raise LoadError(_failure(spec, describe_exception(exc))) from exc
@@ -340,9 +344,19 @@ def _onnx_tensor(arg: onnxruntime.NodeArg, role: str) -> TensorSpec:
 
 
 def _artifact_file(spec: VersionSpec) -> Path:
+    """The file to load, checked against the digest it was registered with.
+
+    Checked here, in the process that loads it and just before its runtime opens it:
+    the trial's child checks before the artifact's code runs at all, and the replica
+    again, for a file changed after its trial. A window remains between the check and
+    the runtime's own open (someone who may write under the artifact roots could swap
+    the bytes in between). Closing it would mean loading from the very bytes hashed,
+    held in memory whole: a large model would cost twice its size while it loads.
+    """
     path = Path(spec.artifact)
     if not path.is_file():
         raise _Cause(NO_FILE)
+    artifacts.check_digest(spec, path)
     return path
 
 

@@ -48,6 +48,11 @@ class VersionSpec:
     # many rows, each waiting at most max_batch_delay_ms for others. 0 or 1: off.
     max_batch_size: int = 0
     max_batch_delay_ms: float = 0.0
+    # The artifact's "sha256:<hex>" (engine/artifacts.py) recorded at registration, which
+    # the loading process checks the file against. Empty: not checked (a python factory,
+    # which has no file; a version registered before digests whose file was gone then; a
+    # spec published by an older control plane).
+    artifact_digest: str = ""
 
     @property
     def batching(self) -> bool:
@@ -75,4 +80,5 @@ class VersionSpec:
             outputs=tuple(TensorSpec.from_dict(t) for t in data.get("outputs") or ()),
             max_batch_size=int(data.get("max_batch_size") or 0),
             max_batch_delay_ms=float(data.get("max_batch_delay_ms") or 0.0),
+            artifact_digest=str(data.get("artifact_digest") or ""),
         )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import threading
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from swaps.engine.artifacts import digest_of
 from swaps.engine.errors import LoadError
 from swaps.engine.sandbox import ContainedLoadFailure, Sandbox
 from tests.hostile_models import GREEDY_BYTES, SECRET_VARIABLE, hostile_spec
@@ -119,6 +122,25 @@ def test_an_ordinary_load_failure_is_a_load_error_not_a_quarantine(sandbox):
     assert failure.value.message == (
         "cannot load version '1' of model 'hostile' from 'tests.hostile_models:no_such_factory': "
         "module 'tests.hostile_models' has no attribute 'no_such_factory'"
+    )
+
+
+def test_a_file_changed_since_registration_fails_its_trial_and_is_not_quarantined(
+    sandbox, iris_specs, tmp_path
+):
+    artifact = tmp_path / "iris.joblib"
+    shutil.copy(iris_specs["1"].artifact, artifact)
+    pinned = replace(iris_specs["1"], artifact=str(artifact), artifact_digest=digest_of(artifact))
+    with artifact.open("ab") as changed:
+        changed.write(b"\0")  # a pickle ends at its STOP: this one would still load
+
+    with pytest.raises(LoadError) as failure:
+        sandbox.trial(pinned)  # the child alone
+
+    # Refused by the child before it unpickled anything; the file put back loads again.
+    assert not isinstance(failure.value, ContainedLoadFailure)
+    assert f"has digest {digest_of(artifact)}, expected {pinned.artifact_digest}" in (
+        failure.value.message
     )
 
 

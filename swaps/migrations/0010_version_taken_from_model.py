@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("swaps", "0008_version_batching"),
+        ("swaps", "0009_version_artifact_digest"),
     ]
 
     operations = [
