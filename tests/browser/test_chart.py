@@ -78,6 +78,9 @@ window.__chart = (model) => {
 """
 
 
+PAGES = (("model", "/models/held/"), ("dashboard", "/"))
+
+
 def watch(browser: Browser, console, user, path: str, *, width: int = 1280) -> Page:
     page = signed_in(browser, console, user, width=width)
     page.add_init_script(PLOTS)
@@ -154,19 +157,21 @@ def test_a_versions_colour_is_the_same_on_two_loads(
 
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_time_axis_labels_do_not_overlap(browser, console, replica, held_model, alice, width):
-    for name, path in (("model", "/models/held/"), ("dashboard", "/")):
-        page = watch(browser, console, alice, path, width=width)
-        with Traffic([replica], model="held", threads=1, pause=0.05):
+    # Both pages watch the same traffic: the chart fills on both in one wait.
+    pages = {name: watch(browser, console, alice, path, width=width) for name, path in PAGES}
+    with Traffic([replica], model="held", threads=1, pause=0.05):
+        for page in pages.values():
             page.wait_for_function(
                 "() => (window.__chart('held')?.times.length ?? 0) >= 5", timeout=WAIT_MS
             )
 
+    for name, page in pages.items():
         shown = chart(page)
         page.locator("#chart-held").screenshot(path=SCREENSHOTS / f"chart-axis-{name}-{width}.png")
         labels = shown["labels"]
-        assert len(labels) >= 2, labels  # the axis says when, on a phone too
+        assert len(labels) >= 2, (name, labels)  # the axis says when, on a phone too
         gaps = [b["left"] - a["right"] for a, b in itertools.pairwise(labels)]
-        assert min(gaps) >= 8, labels
-        assert all("\n" not in label["text"] for label in labels), labels  # one line each
-        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        assert min(gaps) >= 8, (name, labels)
+        assert all("\n" not in label["text"] for label in labels), (name, labels)  # one line
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, name
         page.context.close()
