@@ -127,7 +127,9 @@ class Inferencer:
             elif self.threads is None:
                 outputs, predict_seconds = _timed_predict((model, inputs))
             else:
-                outputs, predict_seconds = await self.threads.run(_timed_predict, (model, inputs))
+                outputs, predict_seconds = await self.threads.run(
+                    _timed_predict, (model, inputs), key=(model_id, chosen)
+                )
             answer = encode(chosen, outputs)
             outcome, code = SERVED, 200
         except BadRequest as exc:
@@ -170,7 +172,8 @@ class Inferencer:
             raise RuntimeError("the batched version was unloaded while its batch waited")
         if self.threads is None:
             return _timed_predict((model, inputs))
-        return await self.threads.run(_timed_predict, (model, inputs))
+        key = (model.spec.model_id, model.spec.version)
+        return await self.threads.run(_timed_predict, (model, inputs), key=key)
 
     async def _begin(self, model_id: str, version: str | None) -> tuple[str, LoadedModel]:
         try:

@@ -66,3 +66,22 @@ async def test_a_request_gone_away_leaves_the_others_answered():
 def test_a_pool_needs_a_thread():
     with pytest.raises(ValueError, match="at least one thread"):
         ModelThreads(0)
+
+
+async def test_another_versions_requests_never_queue_behind_a_slow_one():
+    threads = ModelThreads(3)
+    gate = threading.Event()
+    slow = threads.run(lambda _: gate.wait() and "slow", None, key="slow")
+    await asyncio.sleep(0)  # one tick: the slow version's group is handed over
+    try:
+        behind = threads.run(square, 2, key="slow")  # joins the slow version's group
+        other = threads.run(square, 3, key="quick")
+        await asyncio.sleep(0)
+
+        assert threads._open["quick"] is not threads._open["slow"]
+        assert await asyncio.wait_for(other, PATIENCE) == 9
+        # The loop no longer waits for the slow version's groups; it still does for others.
+        assert threads._slow == {"slow"}
+    finally:
+        gate.set()
+    assert await asyncio.wait_for(asyncio.gather(slow, behind), PATIENCE) == ["slow", 4]
