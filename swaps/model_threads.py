@@ -8,11 +8,12 @@ hop, and its threads are joined at exit, so one hanging model would keep the pro
 from ever stopping.
 
 How the hop is paid. Each predict handed to a thread of its own while the loop went on
-parsing requests made the threads fight for the interpreter lock: for iris it cost
-92 us of CPU per request, 24 % of a replica's throughput; for a random forest, eight
-threads predicting at once served 0.53-0.78 times MLServer's rate where one thread
-served 1.10 times (bench/serving.py, bench/peers.py, on this 2-core host). So, for each
-key (a version: `swaps.inference`):
+parsing requests made the threads fight for the interpreter lock. For iris a replica
+spent 255-316 us of CPU per request that way and 214-258 us this way, and served 4-25 %
+more requests per second this way at about the same p99 (four quiet runs of
+`bench/serving.py --before` on this 2-core host); for a random forest, eight threads
+predicting at once served 0.53-0.78 times MLServer's rate where one thread served 1.10
+times (bench/peers.py). So, for each key (a version: `swaps.inference`):
 
 - the predicts asked for in one tick of the loop travel together, as one `_Group`;
 - a group goes to a thread, and while that thread is still working through it, the
