@@ -94,10 +94,11 @@ class ModelThreads:
             group = self._open.get(key)
             if group is not None and group.loop is loop and group.join(jobs):
                 continue  # its thread takes them next; their answers wake the loop
-            group = self._open[key] = _Group(loop, jobs)
+            wait = key not in self._slow
+            group = self._open[key] = _Group(loop, jobs, loop_waits=wait)
             self._hand(group)
             loop.call_later(RESCUE_SECONDS, self._watch, key, group)
-            if key not in self._slow:
+            if wait:
                 waited.append((key, group))
         deadline = time.perf_counter() + WAIT_SECONDS
         for key, group in waited:
@@ -150,7 +151,12 @@ class _Group:
     once, by the waiting loop or through a wake-up of it.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, jobs: list[Job]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, jobs: list[Job], *, loop_waits: bool
+    ) -> None:
+        """`loop_waits`: the loop will wait for this group and settle its answers itself;
+        until it stops waiting, answers do not wake it. A group it will not wait for
+        wakes it from the first answer on."""
         self.loop = loop
         self.jobs: deque[Job] = deque(jobs)
         self.answers: deque[tuple[asyncio.Future, bool, Any]] = deque()
@@ -162,7 +168,7 @@ class _Group:
         self._closed = False  # nothing joins any more
         self._lock = threading.Lock()
         self._all_answered = threading.Event()
-        self._loop_waits = True
+        self._loop_waits = loop_waits
         self._waking = False  # a settle is already scheduled on the loop
 
     def join(self, jobs: list[Job]) -> bool:

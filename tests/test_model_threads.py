@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from swaps import model_threads
 from swaps.model_threads import ModelThreads
 
 # A bound on how long a test may wait for an answer that should come at once: it
@@ -85,3 +86,17 @@ async def test_another_versions_requests_never_queue_behind_a_slow_one():
     finally:
         gate.set()
     assert await asyncio.wait_for(asyncio.gather(slow, behind), PATIENCE) == ["slow", 4]
+
+
+async def test_the_answers_of_a_slow_version_wake_the_loop_without_a_watch(monkeypatch):
+    monkeypatch.setattr(model_threads, "RESCUE_SECONDS", 3600)  # no watch comes to help
+    threads = ModelThreads(2)
+    gate = threading.Event()
+    first = threads.run(lambda _: gate.wait() and "slow", None, key="v")
+    await asyncio.sleep(0)  # handed over; the loop waited for it in vain: "v" is slow now
+    assert threads._slow == {"v"}
+    gate.set()
+
+    assert await asyncio.wait_for(first, PATIENCE) == "slow"
+    # A group the loop does not wait for: its thread must wake the loop with the answer.
+    assert await asyncio.wait_for(threads.run(square, 6, key="v"), PATIENCE) == 36
