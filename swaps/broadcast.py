@@ -17,6 +17,7 @@ fragment once for every page somebody here watches, and not at all for the other
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -177,15 +178,33 @@ async def render_rest(changes: Changes) -> None:
 
 def _render_states(changes: Changes) -> list[tuple[Page, str]]:
     messages: list[tuple[Page, str]] = []
+    dashboard = watchers.watched(DASHBOARD)
+    # The dashboard's latest swaps go with each state, as that state left them: the card
+    # and the table beside it never disagree (a card said Completed while the table
+    # still said Draining until the rest was rendered).
+    latest_swaps = console.latest_swaps_context()["latest_swaps"] if dashboard else []
     for served in _watched_models(set(changes.swaps), dashboard_too=True):
         latest = console.swaps_of(served.swaps.all()).first()
         versions = {version.pk: version for version in served.versions.all()}
         for event in changes.states(served.name):
             state = fragment("swap-state", _state_at(served, latest, versions, event))
-            messages.extend(
-                (page, state) for page in (DASHBOARD, served.name) if watchers.watched(page)
-            )
+            if watchers.watched(served.name):
+                messages.append((served.name, state))
+            if dashboard:
+                table = {"latest_swaps": _as_announced(latest_swaps, event)}
+                messages.append((DASHBOARD, state + fragment("latest-swaps", table)))
     return messages
+
+
+def _as_announced(swaps: list[Swap], event: dict[str, Any]) -> list[Swap]:
+    """`swaps` with the announced one in the state its announcement gives."""
+    shown = []
+    for swap in swaps:
+        if swap.pk == event["id"]:
+            swap = copy.copy(swap)
+            swap.state = event["state"]
+        shown.append(swap)
+    return shown
 
 
 def _state_at(

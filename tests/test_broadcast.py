@@ -75,14 +75,27 @@ def swap(alice, candidate_version):
     return swapping.start_swap(model="iris", from_version="1", to_version="2", user=alice, via="t")
 
 
-def test_a_swap_change_sends_the_state_then_the_latest_swaps_to_the_dashboard(swap, watch):
+def test_a_swap_change_sends_the_state_with_the_latest_swaps_then_the_rest(swap, watch):
     dashboard = watch(DASHBOARD)
 
     render(changed(swap))
 
     first, second = dashboard.frames
-    assert 'id="swap-state-iris"' in first and 'id="latest-swaps"' not in first
+    assert 'id="swap-state-iris"' in first and 'id="latest-swaps"' in first
     assert 'id="latest-swaps"' in second
+
+
+def test_the_latest_swaps_beside_a_state_show_the_state_the_card_shows(swap, watch):
+    dashboard = watch(DASHBOARD)
+    announced = notify.swap_event(swap)  # pending
+    Swap.objects.filter(pk=swap.pk).update(state=Swap.State.SWAPPING)  # the record moved on
+
+    render(changed_by(announced))
+
+    first = dashboard.frames[0]
+    card, table = first.split('id="latest-swaps"', 1)
+    assert 'data-state="pending"' in card
+    assert "state-pending" in table and "state-swapping" not in table
 
 
 def test_a_swap_change_sends_the_history_and_audit_log_to_the_model_page(swap, watch):
