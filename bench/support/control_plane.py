@@ -69,7 +69,7 @@ def seed_iris(workdir: Path, *, password: str | None = None) -> str:
     from django.contrib.auth.models import Permission, User
     from django.core.management import call_command
 
-    from swaps import registry, swapping, tokens
+    from swaps import lifecycle, registry, tokens
     from swaps.demo_models import build_demo_models
 
     call_command("migrate", verbosity=0)
@@ -78,7 +78,7 @@ def seed_iris(workdir: Path, *, password: str | None = None) -> str:
     _, secret = tokens.create_api_token(user=alice, name="bench", via="bench")
     for spec in build_demo_models(workdir / "models")[:2]:
         registry.register_spec(spec=spec, user=alice, via="bench")
-    swapping.mark_active(served=registry.get_model("iris"), version="1")
+    lifecycle.mark_active(served=registry.get_model("iris"), version="1")
     return secret
 
 
