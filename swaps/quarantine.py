@@ -54,6 +54,11 @@ def record_fleet_quarantines() -> list[ModelVersion]:
             )
             if row is None:  # recorded already, or no such version in the database
                 continue
+            # Read again under the row's lock: an operator's clear that committed while
+            # this waited for the lock has cleared the fleet's entry too, and the first
+            # read (stale now) must not quarantine the version again behind their back.
+            if not _still_quarantined(model, version):
+                continue
             row.quarantined_at = datetime.fromtimestamp(entry.at, UTC)
             row.quarantine_reason = entry.reason[:REASON_LENGTH]
             row.save(update_fields=["quarantined_at", "quarantine_reason"])
@@ -100,6 +105,13 @@ def clear(*, model: str, version: Any, user: permissions.User, via: str) -> Mode
             fleet_state.run(lambda engine: engine.set_quarantine(model, version, None))
             record.accepted(reason=reason)
     return found
+
+
+def _still_quarantined(model: str, version: str) -> bool:
+    try:
+        return (model, version) in fleet_state.run(lambda engine: engine.quarantined())
+    except Refused:  # cannot tell: record nothing now, the next sweep looks again
+        return False
 
 
 def _retire_from_fleet(keys: list[tuple[str, str]]) -> None:
