@@ -97,14 +97,18 @@ class ModelThreads:
             wait = key not in self._slow
             group = self._open[key] = _Group(loop, jobs, loop_waits=wait)
             self._hand(group)
-            loop.call_later(RESCUE_SECONDS, self._watch, key, group)
             if wait:
                 waited.append((key, group))
+            else:
+                loop.call_later(RESCUE_SECONDS, self._watch, key, group)
         deadline = time.perf_counter() + WAIT_SECONDS
         for key, group in waited:
             group.wait(deadline - time.perf_counter())
             if not group.finished:
                 self._slow.add(key)  # until its groups are quick again (`_watch`)
+                # Only a group the wait did not see through needs watching: a quick
+                # tick schedules no timer.
+                loop.call_later(RESCUE_SECONDS, self._watch, key, group)
         for _, group in waited:
             group.settle()
 
