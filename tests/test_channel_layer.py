@@ -8,7 +8,9 @@ each message under SECRET_KEY (swaps/channel_layer.py) and drops one that does n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 from channels_redis.core import RedisChannelLayer
@@ -67,3 +69,60 @@ def test_the_console_and_workers_use_the_sealed_layer_with_the_secret_key():
     assert result.stdout.split() == ["swaps.channel_layer.SealedChannelLayer", "True"], (
         result.stderr
     )
+
+
+class QuickPops(SealedChannelLayer):
+    brpop_timeout = 0.3  # the pop's "nothing yet" comes back within the test's patience
+
+
+async def slow_link(redis_url: str, delay: float) -> asyncio.Server:
+    """A TCP hop to the test's Redis that hands each of Redis's replies over `delay` late,
+    as a Redis across a busy network (or on a loaded host) does."""
+    target = urlsplit(redis_url)
+
+    async def relay(reader, writer, *, late: bool) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if late:
+                    await asyncio.sleep(delay)
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def connected(client_reader, client_writer) -> None:
+        redis_reader, redis_writer = await asyncio.open_connection(target.hostname, target.port)
+        await asyncio.gather(
+            relay(client_reader, redis_writer, late=False),
+            relay(redis_reader, client_writer, late=True),
+        )
+
+    return await asyncio.start_server(connected, "127.0.0.1", 0)
+
+
+def test_an_idle_consumer_keeps_receiving_when_redis_answers_its_empty_pops_late(redis_url, prefix):
+    # A host given the same read timeout as the pop (redis-py 8's default 5 s against
+    # channels-redis's 5 s pop) gave up on every empty pop Redis answered late.
+    async def scenario() -> dict:
+        link = await slow_link(redis_url, delay=0.2)
+        port = link.sockets[0].getsockname()[1]
+        db = urlsplit(redis_url).path or "/0"
+        layer = QuickPops(
+            hosts=[{"address": f"redis://127.0.0.1:{port}{db}", "socket_timeout": 0.3}],
+            prefix=prefix,
+            symmetric_encryption_keys=["the-sites-secret-key"],
+        )
+        try:
+            channel = await layer.new_channel()
+            receiving = asyncio.create_task(layer.receive(channel))
+            # Three empty pops, each answered 0.2 s late, before anything is sent.
+            done, _ = await asyncio.wait({receiving}, timeout=1.5)
+            assert not done, receiving.exception()
+            await layer.send(channel, REAL)
+            async with asyncio.timeout(10):
+                return await receiving
+        finally:
+            await layer.flush()
+            await layer.close_pools()
+            link.close()
+
+    assert asyncio.run(scenario()) == REAL
