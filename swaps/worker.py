@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # While Redis is unreachable the worker tries again after 1 s, doubling up to this.
 REDIS_RETRY_MAX_SECONDS = 30.0
+# How long RQ's command listener (a thread) waits in one poll; its stop waits that long.
+COMMAND_POLL_SECONDS = 1.0
 
 
 class SweepingWorker(Worker):
@@ -41,6 +43,20 @@ class SweepingWorker(Worker):
         # RQ checks for maintenance only between blocking waits for a job: cap the wait
         # at the sweep interval, or an idle worker would sweep every worker_ttl instead.
         return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
+
+    def subscribe(self) -> None:
+        # RQ's, but with a short poll. RQ unsubscribes and then stops the listener, and
+        # redis-py 8 joins it without a limit: a listener that saw the unsubscribe first
+        # waits out its whole poll (RQ's is 60 s) for a subscription, so a warm shutdown
+        # on a busy host hung for a minute (or until Kubernetes' SIGKILL).
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=COMMAND_POLL_SECONDS,
+            daemon=True,
+            exception_handler=self._pubsub_exception_handler,
+        )
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None):
         # RQ retries a lost Redis only inside its wait for a job: losing it as the worker

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 import redis
 from rq.exceptions import StopRequested
@@ -10,6 +13,8 @@ from rq.worker import Worker
 from swaps import fleet_state, recovery
 from swaps import worker as worker_module
 from swaps.worker import SweepingWorker
+
+from .processes import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +68,29 @@ def test_a_redis_lost_as_the_worker_turns_idle_is_waited_for(worker, monkeypatch
     assert worker.dequeue_job_and_maintain_ttl(1) is None
     assert (len(calls), slept) == (3, [1.0, 2.0])
     assert "Redis is unreachable (Connection refused)" in caplog.text
+
+
+def test_a_warm_shutdown_does_not_wait_out_the_command_listeners_poll(worker):
+    # The state a busy host reached one stop in five: RQ's command listener had handled
+    # the unsubscribe and gone back to waiting for a subscription when RQ stopped it.
+    worker.subscribe()
+    listener = worker.pubsub_thread
+    wait_until(lambda: worker.pubsub.subscribed, timeout=10, what="the subscription")
+    worker.pubsub.unsubscribe()
+    wait_until(lambda: waiting_for_a_subscription(listener), timeout=10, what="the listener")
+
+    stopping = threading.Thread(target=worker.unsubscribe, daemon=True)
+    stopping.start()
+    stopping.join(timeout=2 * worker_module.COMMAND_POLL_SECONDS + 3)
+
+    assert not stopping.is_alive(), "the worker's teardown is still waiting for its listener"
+    assert not listener.is_alive()
+
+
+def waiting_for_a_subscription(thread: threading.Thread) -> bool:
+    frame, names = sys._current_frames().get(thread.ident), []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    # Innermost first: Condition.wait <- Event.wait (subscribed_event) <- PubSub.get_message.
+    return names[:3] == ["wait", "wait", "get_message"]
