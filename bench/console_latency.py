@@ -190,7 +190,7 @@ def drive(web_url: str, secret: str, *, cycles: int) -> tuple[list, list]:
             with page.expect_navigation():
                 page.click("[type=submit]")
             page.goto(f"{web_url}/models/iris/")
-            page.wait_for_function("window.__bench.wsOpen", timeout=30_000)
+            page.wait_for_function("() => window.__bench.wsOpen", timeout=30_000)
             page.evaluate(OBSERVER)
             headers = {"Authorization": f"Bearer {secret}"}
             with httpx.Client(base_url=web_url, headers=headers, timeout=60) as api:
@@ -220,7 +220,9 @@ def operate(api: httpx.Client, page, path: str, **body: str) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"bench: {path} still running after {SETTLE_TIMEOUT:g} s")
         time.sleep(0.02)
-    page.wait_for_function(f"({FINALS_SEEN})() > {finals_before}", timeout=SETTLE_TIMEOUT * 1000)
+    page.wait_for_function(
+        f"() => ({FINALS_SEEN})() > {finals_before}", timeout=SETTLE_TIMEOUT * 1000
+    )
 
 
 def state_changes() -> list[tuple[float, int, str]]:

@@ -240,7 +240,7 @@ def console_open(web_url: str) -> Iterator[None]:
                 page = context.new_page()
                 page.add_init_script(WS_OPEN)
                 page.goto(f"{web_url}{path}")
-                page.wait_for_function("window.__wsOpen === true", timeout=30_000)
+                page.wait_for_function("() => window.__wsOpen === true", timeout=30_000)
             yield
         finally:
             browser.close()

@@ -215,9 +215,10 @@ def mark_active(
     ServedModel.objects.filter(pk=served.pk).exclude(active_version=routed).update(
         active_version=routed
     )
-    ModelVersion.objects.filter(pk=routed.pk, first_served_at__isnull=True).update(
-        first_served_at=timezone.now()
-    )
+    if routed.first_served_at is None:  # read in this transaction: a rollback's target has one
+        ModelVersion.objects.filter(pk=routed.pk, first_served_at__isnull=True).update(
+            first_served_at=timezone.now()
+        )
     served.active_version = routed
 
 
@@ -284,6 +285,8 @@ class Recorder:
         self.swap_id = swap_id
         self._inflight = inflight
         self._last: asyncio.Task | None = None
+        # The record as the last write left it (with its model, versions and requester).
+        self.written: Swap | None = None
 
     async def __call__(self, status: SwapStatus) -> None:
         drained = None
@@ -303,11 +306,13 @@ class Recorder:
         if before is not None:
             await before
         try:
-            await sync_to_async(record_status)(
+            written = await sync_to_async(record_status)(
                 swap_id=self.swap_id, status=status, requests_drained=drained
             )
         except Exception:  # the next write, the job or the sweep settles the record
             log.exception("could not record %s of swap %s", status.state, self.swap_id)
+            written = None  # what the record says now is the database's to tell
+        self.written = written
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,18 +70,25 @@ def request_event(request: Any) -> dict[str, Any]:
     }
 
 
+# How long after a flip ended the console still waits: the flip's API answer is on its
+# way out through this process (the view returned; Django and daphne still write it).
+ANSWER_GRACE = 0.03
+
+
 class Flips:
     """The route flips under way in this process (a rollback's request or approval).
 
     The console's renders in this process wait for them (swaps/live.py), for at most a
     moment: a flip's own transitions are announced as it goes, and rendering them then
     took the CPU and the interpreter from the flip, whose API answer came 50 ms after
-    the replicas flipped instead of 20. The console shows the states a moment later.
+    the replicas flipped instead of 20. They also wait ANSWER_GRACE after the last flip
+    ended, while its answer is written. The console shows the states a moment later.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running = 0
+        self._ended_at = -math.inf
         self._waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     @contextlib.contextmanager
@@ -91,6 +100,7 @@ class Flips:
         finally:
             with self._lock:
                 self._running -= 1
+                self._ended_at = time.monotonic()
                 done = [] if self._running else self._waiting
                 if done:
                     self._waiting = []
@@ -99,14 +109,23 @@ class Flips:
                     loop.call_soon_threadsafe(over.set)
 
     async def over(self, timeout: float) -> None:
-        """Return once no flip runs in this process, or after `timeout` seconds."""
-        over = asyncio.Event()
-        with self._lock:
-            if not self._running:
+        """Return once no flip runs in this process and the last one's answer is out,
+        or after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            over = asyncio.Event()
+            with self._lock:
+                running = self._running > 0
+                if running:
+                    self._waiting.append((asyncio.get_running_loop(), over))
+                grace = self._ended_at + ANSWER_GRACE - time.monotonic()
+            if running:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(over.wait(), left)
+            elif grace > 0:
+                await asyncio.sleep(min(grace, left))
+            else:
                 return
-            self._waiting.append((asyncio.get_running_loop(), over))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(over.wait(), timeout)
 
 
 flips = Flips()

@@ -26,6 +26,23 @@ def test_a_rollback_gets_202_already_flipped(alice, served_before, engine):
     assert engine.route("iris") == "1"
 
 
+def test_a_rollbacks_answer_says_what_the_records_say(alice, bob, served_before, engine):
+    # The answer is built from what the flip wrote, not read back: it must not differ.
+    answer = post_json(client_for(alice), "/api/models/iris/rollbacks", ROLLBACK).json()
+
+    assert client_for(bob).get(f"/api/rollbacks/{answer['id']}").json() == answer
+
+
+def test_an_approvals_answer_says_what_the_records_say(
+    alice, bob, served_before, approval_required, engine
+):
+    request_id = post_json(client_for(alice), "/api/models/iris/rollbacks", ROLLBACK).json()["id"]
+
+    answer = post_json(client_for(bob), f"/api/rollbacks/{request_id}/approve").json()
+
+    assert client_for(alice).get(f"/api/rollbacks/{request_id}").json() == answer
+
+
 def test_a_rollback_whose_target_fails_its_health_check_gets_409_saying_why(
     alice, served_before, unhealthy_target
 ):

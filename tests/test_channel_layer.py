@@ -8,7 +8,6 @@ each message under SECRET_KEY (swaps/channel_layer.py) and drops one that does n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from urllib.parse import urlsplit
 
@@ -17,6 +16,7 @@ from channels_redis.core import RedisChannelLayer
 
 from swaps.channel_layer import SealedChannelLayer
 
+from .redis_links import slow_link
 from .workers import manage
 
 FORGED = {"type": "push", "text": '<div id="state" hx-swap-oob="true"><script>steal()</script>'}
@@ -73,30 +73,6 @@ def test_the_console_and_workers_use_the_sealed_layer_with_the_secret_key():
 
 class QuickPops(SealedChannelLayer):
     brpop_timeout = 0.3  # the pop's "nothing yet" comes back within the test's patience
-
-
-async def slow_link(redis_url: str, delay: float) -> asyncio.Server:
-    """A TCP hop to the test's Redis that hands each of Redis's replies over `delay` late,
-    as a Redis across a busy network (or on a loaded host) does."""
-    target = urlsplit(redis_url)
-
-    async def relay(reader, writer, *, late: bool) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                if late:
-                    await asyncio.sleep(delay)
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def connected(client_reader, client_writer) -> None:
-        redis_reader, redis_writer = await asyncio.open_connection(target.hostname, target.port)
-        await asyncio.gather(
-            relay(client_reader, redis_writer, late=False),
-            relay(redis_reader, client_writer, late=True),
-        )
-
-    return await asyncio.start_server(connected, "127.0.0.1", 0)
 
 
 def test_an_idle_consumer_keeps_receiving_when_redis_answers_its_empty_pops_late(redis_url, prefix):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -256,6 +257,19 @@ async def test_a_change_announced_while_this_process_flips_a_route_renders_after
         flipper.join(30)
 
     assert set((await follower.states.next()).swaps) == {"iris"}
+
+
+async def test_renders_wait_a_moment_after_a_flip_while_its_answer_is_written(monkeypatch):
+    # The flip's view has returned; Django and daphne still write its API answer on
+    # this process's loop, and a render started then delayed it by up to 15 ms.
+    monkeypatch.setattr(notify, "ANSWER_GRACE", 0.2)
+    with notify.flips.flipping():
+        pass
+    ended = time.monotonic()
+
+    await notify.flips.over(timeout=30)
+
+    assert time.monotonic() - ended >= 0.2
 
 
 async def test_a_flip_that_lasts_holds_the_renders_only_for_a_moment(follower, monkeypatch):
