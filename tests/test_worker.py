@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 
 import pytest
@@ -76,8 +75,11 @@ def test_a_warm_shutdown_does_not_wait_out_the_command_listeners_poll(worker):
     worker.subscribe()
     listener = worker.pubsub_thread
     wait_until(lambda: worker.pubsub.subscribed, timeout=10, what="the subscription")
+    subscription = WatchedEvent()
+    subscription.set()
+    worker.pubsub.subscribed_event = subscription
     worker.pubsub.unsubscribe()
-    wait_until(lambda: waiting_for_a_subscription(listener), timeout=10, what="the listener")
+    wait_until(subscription.waited_for.is_set, timeout=10, what="the listener to wait")
 
     stopping = threading.Thread(target=worker.unsubscribe, daemon=True)
     stopping.start()
@@ -87,10 +89,13 @@ def test_a_warm_shutdown_does_not_wait_out_the_command_listeners_poll(worker):
     assert not listener.is_alive()
 
 
-def waiting_for_a_subscription(thread: threading.Thread) -> bool:
-    frame, names = sys._current_frames().get(thread.ident), []
-    while frame is not None:
-        names.append(frame.f_code.co_name)
-        frame = frame.f_back
-    # Innermost first: Condition.wait <- Event.wait (subscribed_event) <- PubSub.get_message.
-    return names[:3] == ["wait", "wait", "get_message"]
+class WatchedEvent(threading.Event):
+    """The pubsub's "subscribed" event, telling when its listener waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited_for = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waited_for.set()
+        return super().wait(timeout)
