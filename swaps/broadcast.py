@@ -186,10 +186,14 @@ def _render_states(changes: Changes) -> list[tuple[Page, str]]:
     for served in _watched_models(set(changes.swaps), dashboard_too=True):
         latest = console.swaps_of(served.swaps.all()).first()
         versions = {version.pk: version for version in served.versions.all()}
+        # The model page's history goes with each state too, as that state left it (the
+        # card said Draining while the history beside it still said Swapping).
+        page = console.history_context(served) if watchers.watched(served.name) else None
         for event in changes.states(served.name):
             state = fragment("swap-state", _state_at(served, latest, versions, event))
-            if watchers.watched(served.name):
-                messages.append((served.name, state))
+            if page is not None:
+                history = {**page, "history": _as_announced(page["history"], event)}
+                messages.append((served.name, state + fragment("history", history)))
             if dashboard:
                 table = {"latest_swaps": _as_announced(latest_swaps, event)}
                 messages.append((DASHBOARD, state + fragment("latest-swaps", table)))
@@ -197,12 +201,16 @@ def _render_states(changes: Changes) -> list[tuple[Page, str]]:
 
 
 def _as_announced(swaps: list[Swap], event: dict[str, Any]) -> list[Swap]:
-    """`swaps` with the announced one in the state its announcement gives."""
+    """`swaps` with the announced one in the state its announcement gives, and its
+    timeline (a history's) up to the transition the announced change wrote."""
     shown = []
     for swap in swaps:
         if swap.pk == event["id"]:
             swap = copy.copy(swap)
             swap.state = event["state"]
+            cut = event.get("transition_id")
+            if hasattr(swap, "timeline") and cut is not None:
+                swap.timeline = [row for row in swap.timeline if row.pk <= cut]
         shown.append(swap)
     return shown
 
@@ -240,7 +248,8 @@ def _render_rest(changes: Changes) -> list[tuple[Page, str]]:
     if approvals and watchers.watched(APPROVALS):
         messages.append((APPROVALS, approvals))
     for served in _watched_models(set(changes.swaps) | changes.requests, dashboard_too=False):
-        messages.append((served.name, "".join(_model_fragments(served))))
+        # Not the history: it went with the states (and a rollback request is not in it).
+        messages.append((served.name, "".join(_model_fragments(served, history=False))))
     return messages
 
 
@@ -305,10 +314,10 @@ def snapshot(model: str | None) -> str:
     )
 
 
-def _model_fragments(served: Any) -> list[str]:
+def _model_fragments(served: Any, *, history: bool = True) -> list[str]:
     return [
         fragment("versions", console.versions_context(served)),
-        fragment("history", console.history_context(served)),
+        *([fragment("history", console.history_context(served))] if history else []),
         fragment("audit", console.audit_context(served)),
         fragment("rollback", console.rollback_context(served)),
         fragment("swap-form", console.swap_form_context(served)),

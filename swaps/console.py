@@ -83,7 +83,11 @@ def history_context(served: ServedModel, page: Any = 1) -> dict[str, Any]:
         .prefetch_related(transitions)
     )
     shown = Paginator(swaps, HISTORY_LENGTH).get_page(page)
-    return {"model": served, "history": list(shown), "history_page": shown}
+    history = list(shown)
+    for swap in history:
+        # What the page lists: a push cuts it at the transition it announces (broadcast.py).
+        swap.timeline = list(swap.transitions.all())
+    return {"model": served, "history": history, "history_page": shown}
 
 
 def audit_context(served: ServedModel, page: Any = 1) -> dict[str, Any]:

@@ -155,6 +155,7 @@ def transition(
             at=now,
         )
         log_transition(swap, row)
+        swap.latest_transition = row  # the row this change wrote: its announcement names it
         if route is not None:
             mark_active(
                 served=swap.served_model, version=route, known=(swap.to_version, swap.from_version)

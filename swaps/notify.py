@@ -39,7 +39,9 @@ def swap_changed(swap: Any) -> None:
 def swap_event(swap: Any) -> dict[str, Any]:
     """The announcement of a swap record's change, with its state as the change left it:
     the console renders each state an operator should see from it, even one the record
-    has left by the time the console reads the database (a Swapping that lasted 20 ms)."""
+    has left by the time the console reads the database (a Swapping that lasted 20 ms),
+    and the record's history up to the transition row the change wrote."""
+    latest = getattr(swap, "latest_transition", None)  # set by lifecycle.transition
     return {
         "type": EVENT,
         "record": "swap",
@@ -52,6 +54,7 @@ def swap_event(swap: Any) -> dict[str, Any]:
         "requests_drained": swap.requests_drained,
         "finished_at": swap.finished_at.isoformat() if swap.finished_at else None,
         "active_version_id": swap.served_model.active_version_id,
+        "transition_id": latest.pk if latest is not None else None,
     }
 
 

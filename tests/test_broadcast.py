@@ -7,7 +7,7 @@ import json
 import pytest
 from asgiref.sync import async_to_sync
 
-from swaps import broadcast, notify, rollbacks, swapping
+from swaps import broadcast, lifecycle, notify, rollbacks, swapping
 from swaps.broadcast import APPROVALS, DASHBOARD, Changes
 from swaps.models import ServedModel, Swap
 
@@ -98,14 +98,29 @@ def test_the_latest_swaps_beside_a_state_show_the_state_the_card_shows(swap, wat
     assert "state-pending" in table and "state-swapping" not in table
 
 
-def test_a_swap_change_sends_the_history_and_audit_log_to_the_model_page(swap, watch):
+def test_a_swap_change_sends_the_history_with_the_state_and_the_audit_log_after(swap, watch):
     page = watch("iris")
 
     render(changed(swap))
 
     first, second = page.frames
-    assert 'id="swap-state-iris"' in first
-    assert 'id="history-iris"' in second and 'id="audit-iris"' in second
+    assert 'id="swap-state-iris"' in first and 'id="history-iris"' in first
+    assert 'id="audit-iris"' in second and 'id="history-iris"' not in second
+
+
+def test_the_history_sent_with_a_state_ends_at_the_transition_that_state_wrote(swap, watch):
+    page = watch("iris")
+    claimed = lifecycle.transition(swap_id=swap.pk, message="claimed", state=Swap.State.SWAPPING)
+    announced = notify.swap_event(claimed)
+    # The record moved on before the console rendered the announcement.
+    lifecycle.transition(swap_id=swap.pk, message="flipped", state=Swap.State.DRAINING)
+
+    render(changed_by(announced))
+
+    history = page.frames[0].split('id="history-iris"', 1)[1]
+    newest = history.split(f'<li data-swap="{swap.pk}" ', 1)[1].split("</ol>", 1)[0]
+    assert newest.startswith('data-state="swapping"')
+    assert "claimed" in newest and "flipped" not in newest
 
 
 def test_the_counts_are_published_right_after_the_state_and_before_the_rest(swap, watch):
@@ -191,7 +206,8 @@ def test_each_state_of_a_burst_is_shown_in_order_and_a_drains_counts_as_its_late
     shown = [frame.split('data-state="', 1)[1].split('"', 1)[0] for frame in states]
     assert shown == ["pending", "swapping", "draining", "completed"]
     assert "1 request still running on version 1" in states[2]
-    assert 'id="history-iris"' in rest
+    assert all('id="history-iris"' in frame for frame in states)
+    assert 'id="audit-iris"' in rest
 
 
 def test_a_state_is_shown_as_its_change_left_it_though_the_record_moved_on(swap, watch):

@@ -169,7 +169,7 @@ def test_the_history_names_who_approved_a_rollback_and_why_it_was_asked(
 
     page = client_for(alice).get("/models/iris/").content.decode()
     history = page.split('id="history-iris"', 1)[1].split("</section>", 1)[0]
-    rollback = history.split("<li>", 2)[1]  # the newest operation: the rollback
+    rollback = history.split("<li data-swap", 2)[1]  # the newest operation: the rollback
 
     assert "by alice, approved by bob," in " ".join(rollback.split())
     assert "Reason: version 2 is wrong about setosa" in rollback

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TypeVar
 
 import pytest
@@ -42,12 +43,22 @@ PASSWORD = "correct horse battery staple"
 WAIT_MS = 90_000
 
 RECORDER = """
-window.__record = {states: [], pendingWhileDraining: false};
+window.__record = {states: [], pendingWhileDraining: false, disagreements: []};
 new MutationObserver(() => {
   const state = document.querySelector('[id^="swap-state-"]');
   const record = window.__record;
   if (state && record.states[record.states.length - 1] !== state.dataset.state) {
     record.states.push(state.dataset.state);
+  }
+  // The card and the history beside it, on the same operation, must say the same.
+  const entry = document.querySelector('[id^="history-"] .timeline > li');
+  if (state && entry && entry.dataset.swap === state.dataset.swap) {
+    const rows = entry.querySelectorAll(".transitions > li");
+    const card = state.dataset.state;
+    const last = rows.length ? rows[rows.length - 1].dataset.state : "";
+    if (entry.dataset.state !== card || last !== card) {
+      record.disagreements.push(`card ${card}, history ${entry.dataset.state}/${last}`);
+    }
   }
   const old = document.querySelector('[id^="pending-"] tr[data-version="1"] .inflight');
   if (state && state.dataset.state === "draining" && old && Number(old.dataset.inflight) > 0) {
@@ -194,6 +205,8 @@ def test_a_swap_shows_swapping_draining_and_completed_without_a_reload(
         "draining",
         "completed",
     ], states
+    # At no moment did the history say another state than the card beside it.
+    assert page.evaluate("window.__record.disagreements") == []
     assert page.evaluate("window.__document") == "first"  # never reloaded
 
 
@@ -259,6 +272,33 @@ def test_a_rollback_needs_a_second_users_approval_and_then_changes_the_served_ve
         "queue": [],
         "own": [],
     }
+
+
+def test_a_swap_breaking_clients_fails_on_the_page_saying_why_and_no_retired_version_is_offered(
+    browser, console, worker, replica, held_model, alice
+):
+    renamed = (replace(gated_spec().outputs[0], name="answer"),)
+    off_the_loop(lambda: add_version(held_model, replace(gated_spec(version="3"), outputs=renamed)))
+    retired = {"retired_at": timezone.now()}
+    off_the_loop(lambda: add_version(held_model, gated_spec(version="4"), **retired))
+    page = open_live(signed_in(browser, console, alice), f"{console.url}/models/held/")
+    options = page.locator("#to-version-held option")
+    expect(options).to_have_count(2)  # 2 and 3; 4 is retired
+    assert options.evaluate_all("os => os.map(o => o.value)") == ["2", "3"]
+
+    page.get_by_label("To version").select_option("3")
+    page.get_by_role("button", name="Start swap").click()
+
+    card = page.locator("#swap-state-held")
+    expect(card).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+    expect(card).to_contain_text("would break the clients of version '1'")
+    expect(card).to_contain_text("output 'output-0', which clients read, is not one it gives")
+    expect(card.locator("[data-served]")).to_have_attribute("data-served", "1")
+    history = page.locator("#history-held .timeline > li").first
+    expect(history).to_have_attribute("data-state", "failed")
+    page.screenshot(path=SCREENSHOTS / "model-refused-swap.png", full_page=True)
+    assert answer(replica, "held")["model_version"] == "1"
+    assert page.evaluate("window.__record.disagreements") == []
 
 
 def test_a_viewer_without_permissions_is_shown_no_controls_but_what_they_need(
