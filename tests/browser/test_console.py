@@ -12,11 +12,13 @@ starts the record afresh).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TypeVar
 
+import httpx
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -299,6 +301,35 @@ def test_a_swap_breaking_clients_fails_on_the_page_saying_why_and_no_retired_ver
     page.screenshot(path=SCREENSHOTS / "model-refused-swap.png", full_page=True)
     assert answer(replica, "held")["model_version"] == "1"
     assert page.evaluate("window.__record.disagreements") == []
+
+
+def test_requests_that_fail_are_shown_as_errors_of_their_version_and_never_as_served(
+    browser, console, replica, held_model, alice
+):
+    page = open_live(signed_in(browser, console, alice), f"{console.url}/models/held/")
+    row = version_1_row(page)
+    # FP64 where version 1 takes FP32: each is refused (400) by the replica.
+    wrong = {"inputs": [{"name": "input-0", "shape": [1, 1], "datatype": "FP64", "data": [0]}]}
+    refused, stop = [], threading.Event()
+
+    def send() -> None:
+        with httpx.Client(base_url=replica.url, timeout=30) as client:
+            while not stop.is_set():
+                refused.append(client.post("/v2/models/held/infer", json=wrong).status_code)
+                stop.wait(0.05)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        expect(row.locator(".error-rate.failing")).to_be_visible(timeout=WAIT_MS)
+        served_while_failing = row.locator(".served").get_attribute("data-rate")
+    finally:
+        stop.set()
+        sender.join(30)
+
+    assert refused and set(refused) == {400}
+    assert served_while_failing == "0.000"
+    page.screenshot(path=SCREENSHOTS / "model-errors.png", full_page=True)
 
 
 def test_a_viewer_without_permissions_is_shown_no_controls_but_what_they_need(
