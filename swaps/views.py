@@ -18,6 +18,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from swaps import console, permissions, rollbacks, swapping
@@ -104,7 +105,13 @@ def start_swap(request: HttpRequest, model: str) -> HttpResponse:
         )
     except Refused as refusal:
         return _model_page(request, model, "swap-form", refused=refusal)
-    notice = f"Swap {swap.pk} accepted: {swap.to_version.version} is being loaded and checked."
+    # The notice stays while pushes replace the rest: it says what stays true (the swap
+    # was accepted), not how it goes ("is being loaded" beside a Failed card).
+    accepted = timezone.localtime(swap.created_at).strftime("%H:%M:%S")
+    notice = (
+        f"Swap {swap.pk} to version {swap.to_version.version} accepted at {accepted}: "
+        "it is loaded and checked before the flip; Now shows how it goes."
+    )
     if swap.forced_reason:
         notice += f" Forced, even if it breaks clients: {swap.forced_reason}"
     return _model_page(request, model, "swap-form", notice=notice)

@@ -283,22 +283,37 @@ def test_a_swap_breaking_clients_fails_on_the_page_saying_why_and_no_retired_ver
     off_the_loop(lambda: add_version(held_model, replace(gated_spec(version="3"), outputs=renamed)))
     retired = {"retired_at": timezone.now()}
     off_the_loop(lambda: add_version(held_model, gated_spec(version="4"), **retired))
+    unhealthy = replace(gated_spec(version="5"), expected_output_dtype="INT64")
+    off_the_loop(lambda: add_version(held_model, unhealthy))
     page = open_live(signed_in(browser, console, alice), f"{console.url}/models/held/")
     options = page.locator("#to-version-held option")
-    expect(options).to_have_count(2)  # 2 and 3; 4 is retired
-    assert options.evaluate_all("os => os.map(o => o.value)") == ["2", "3"]
+    expect(options).to_have_count(3)  # 2, 3 and 5; 4 is retired
+    assert options.evaluate_all("os => os.map(o => o.value)") == ["2", "3", "5"]
 
-    page.get_by_label("To version").select_option("3")
-    page.get_by_role("button", name="Start swap").click()
+    def swap_to(version: str) -> None:
+        page.get_by_label("To version").select_option(version)
+        page.get_by_role("button", name="Start swap").click()
+
+    swap_to("3")
 
     card = page.locator("#swap-state-held")
     expect(card).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+    swap_id = card.get_attribute("data-swap")
     expect(card).to_contain_text("would break the clients of version '1'")
     expect(card).to_contain_text("output 'output-0', which clients read, is not one it gives")
     expect(card.locator("[data-served]")).to_have_attribute("data-served", "1")
     history = page.locator("#history-held .timeline > li").first
     expect(history).to_have_attribute("data-state", "failed")
     page.screenshot(path=SCREENSHOTS / "model-refused-swap.png", full_page=True)
+
+    # A target whose health check fails: the check's result, per replica, is on the page.
+    swap_to("5")
+    expect(history).to_have_attribute("data-swap", str(int(swap_id) + 1), timeout=WAIT_MS)
+    expect(history).to_have_attribute("data-state", "failed", timeout=WAIT_MS)
+    expect(card).to_contain_text("health check", timeout=WAIT_MS)
+    checked = page.locator('#versions-held tr:has(th:text-is("5"))')
+    expect(checked).to_contain_text(f"Unhealthy on {replica.replica_id}", timeout=WAIT_MS)
+    page.screenshot(path=SCREENSHOTS / "model-unhealthy-target.png", full_page=True)
     assert answer(replica, "held")["model_version"] == "1"
     assert page.evaluate("window.__record.disagreements") == []
 
