@@ -277,6 +277,22 @@ async def pending_counts(model: str, rows: list[dict[str, Any]]) -> None:
         await watchers.send(page, html)
 
 
+async def replicas(reports: list[Any]) -> None:
+    """The dashboard's list of live replicas, when it changed (a replica joined, left,
+    loaded or unloaded a version, or its requests in flight moved)."""
+    if not watchers.watched(DASHBOARD):
+        return
+    html = fragment("replicas", console.replicas_context(reports))
+    if html != _last_sent.get("replicas"):
+        _last_sent["replicas"] = html
+        await watchers.send(DASHBOARD, html)
+
+
+# What was last pushed of a fragment sent only when it changes (a page that connects
+# gets it in its snapshot).
+_last_sent: dict[str, str] = {}
+
+
 async def traffic(model: str, *, at: float, rates: dict[str, float]) -> None:
     """One chart point: requests per second served by each version of `model` at `at`."""
     point = json.dumps({"kind": "traffic", "model": model, "t": at, "rates": rates})
@@ -302,6 +318,7 @@ def snapshot(model: str | None) -> str:
                 *(fragment("swap-state", card) for card in context["cards"]),
                 fragment("latest-swaps", context),
                 fragment("approvals", context),
+                fragment("replicas", context),
                 live.chart_history(card["model"].name for card in context["cards"]),
             ]
         )

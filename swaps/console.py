@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 
 from swaps import fleet_reports, permissions
+from swaps.engine.reports import ReplicaReport
 from swaps.models import AuditEntry, RollbackRequest, ServedModel, Swap, SwapTransition
 from swaps.registry import get_model
 
@@ -161,7 +162,32 @@ def dashboard_context() -> dict[str, Any]:
         "cards": [state_context(served) for served in models],
         **latest_swaps_context(),
         **approvals_context(),
+        **replicas_context(fleet_reports.live_reports(wanted_for="the dashboard")),
     }
+
+
+def replicas_context(reports: list[ReplicaReport] | None) -> dict[str, Any]:
+    """`replicas`: the replicas reporting now, by id (one whose heartbeat lapsed has left
+    the fleet's list); None when the fleet cannot be read."""
+    if reports is None:
+        return {"replicas": None}
+    rows = []
+    for report in sorted(reports, key=lambda r: r.replica_id):
+        loaded = "; ".join(
+            f"{model} {', '.join(sorted(versions))}"
+            for model, versions in sorted(report.loaded.items())
+            if versions
+        )
+        rows.append(
+            {
+                "id": report.replica_id,
+                "address": report.address,
+                "started_at": report.started_at,
+                "loaded": loaded,
+                "inflight": sum(n for counts in report.inflight.values() for n in counts.values()),
+            }
+        )
+    return {"replicas": rows}
 
 
 # -- who is looking -----------------------------------------------------------------------------

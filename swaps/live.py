@@ -374,6 +374,7 @@ class Publisher:
         rows = pending_rows(reports, traffic.latest, errors.latest)
         for model, model_rows in rows.items():
             await broadcast.pending_counts(model, model_rows)
+        await broadcast.replicas(reports)
         if on_beat and traffic.over_a_whole_beat:
             rates = {
                 model: {row["version"]: round(row["rate"], 3) for row in model_rows}

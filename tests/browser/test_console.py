@@ -34,7 +34,7 @@ from ..chromium import chromium
 from ..control_plane import APPROVER, OPERATOR, add_version, make_user
 from ..live import Held
 from ..live_fleet import answer, serve
-from ..processes import ROOT, wait_until
+from ..processes import ROOT, start_replica, wait_until
 from ..workers import start_console
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
@@ -345,6 +345,29 @@ def test_requests_that_fail_are_shown_as_errors_of_their_version_and_never_as_se
     assert refused and set(refused) == {400}
     assert served_while_failing == "0.000"
     page.screenshot(path=SCREENSHOTS / "model-errors.png", full_page=True)
+
+
+def test_the_dashboard_shows_a_replica_join_and_leave_the_fleet(
+    browser, console, replica, held_model, alice, live_settings, redis_url, tmp_path
+):
+    page = open_live(signed_in(browser, console, alice), f"{console.url}/")
+    listed = page.locator("#replicas tr[data-replica]")
+    first = page.locator(f'#replicas tr[data-replica="{replica.replica_id}"]')
+    expect(first).to_contain_text("held 1", timeout=WAIT_MS)
+
+    namespace = live_settings.HOTSWAP_NAMESPACE
+    second = start_replica(namespace=namespace, redis_url=redis_url, log_dir=tmp_path)
+    try:
+        joined = page.locator(f'#replicas tr[data-replica="{second.replica_id}"]')
+        expect(joined).to_contain_text(second.url.removeprefix("http://"), timeout=WAIT_MS)
+        expect(listed).to_have_count(2)
+        page.screenshot(path=SCREENSHOTS / "dashboard-replicas.png", full_page=True)
+        second.kill()  # no goodbye: its heartbeat just stops
+        expect(joined).to_have_count(0, timeout=WAIT_MS)
+    finally:
+        second.stop()
+    expect(listed).to_have_count(1)
+    expect(first).to_be_visible()
 
 
 def test_a_viewer_without_permissions_is_shown_no_controls_but_what_they_need(
