@@ -53,11 +53,14 @@ def serve(name: str, specs, replicas: list[ReplicaProcess]) -> ServedModel:
     served.active_version = served.versions.get(version=specs[0].version)
     served.save()
     fleet_state.republish_from_database()
+    active = specs[0].version
     for replica in replicas:
+        # That version, not any: a replica that served the model before (a browser
+        # module's stage) still answers with the route it had until it syncs.
         wait_until(
-            lambda replica=replica: answer(replica, name).get("model_version"),
+            lambda replica=replica: answer(replica, name).get("model_version") == active,
             timeout=120,
-            what=f"a route for {name} on {replica.replica_id}",
+            what=f"{name} {active} to be served on {replica.replica_id}",
         )
     return served
 

@@ -1,7 +1,7 @@
 """The request-rate chart in a real headless Chromium, against the real thing.
 
-The same processes as tests/browser/test_console.py (its fixtures): a daphne console, a
-replica, an RQ worker. An init script keeps every uPlot chart the page builds in
+The same processes as tests/browser/test_console.py (tests/browser/conftest.py): a daphne
+console, a replica, an RQ worker. An init script keeps every uPlot chart the page builds in
 `window.__plots`, so the test reads what is drawn: the points, the legend's colours and
 the time axis' labels where uPlot put them. Screenshots go to test-output/screenshots/.
 """
@@ -28,7 +28,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.django_db(tran
 
 # test_console's fixtures, used here as they are there.
 browser = test_console.browser
-console = test_console.console
 alice = test_console.alice
 held_model = test_console.held_model
 

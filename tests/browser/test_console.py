@@ -1,9 +1,9 @@
 """The ops console in a real headless Chromium, against the real thing.
 
-A daphne console, an RQ worker and a replica run as processes on this test's database,
-Redis namespace and RQ queue; the console's channel layer is Redis, so what the worker
-and the console broadcast reaches the browser as in production. Screenshots go to
-test-output/screenshots/.
+A daphne console, an RQ worker and a replica run as processes on the test database and
+a Redis namespace and RQ queue of this module's (tests/browser/conftest.py); the
+console's channel layer is Redis, so what the worker and the console broadcast reaches
+the browser as in production. Screenshots go to test-output/screenshots/.
 
 Live changes are recorded in the page by a MutationObserver (an init script), so a
 state that lasts only a few milliseconds is still seen, and a reload would show (it
@@ -12,6 +12,7 @@ starts the record afresh).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +25,9 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
-from swaps import fleet_state
+from swaps import fleet_state, notify
 from swaps.audit import audit as write_audit
+from swaps.channel_layer import SealedChannelLayer
 from swaps.console import AUDIT_LENGTH
 from swaps.models import AuditEntry, ServedModel
 from tests.fleet_models import gated_spec
@@ -35,7 +37,6 @@ from ..control_plane import APPROVER, OPERATOR, add_version, make_user
 from ..live import Held
 from ..live_fleet import answer, serve
 from ..processes import ROOT, start_replica, wait_until
-from ..workers import start_console
 
 pytestmark = [pytest.mark.browser, pytest.mark.fleet, pytest.mark.django_db(transaction=True)]
 
@@ -75,13 +76,6 @@ def browser() -> Iterator[Browser]:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with chromium() as started:
         yield started
-
-
-@pytest.fixture
-def console(live_settings, tmp_path):
-    started = start_console(tmp_path, HOTSWAP_DRAIN_TIMEOUT="60")
-    yield started
-    started.stop()
 
 
 def operator(username: str, permissions: tuple[str, ...]) -> User:
@@ -155,16 +149,22 @@ def record_errors(page: Page) -> None:
     page.on("pageerror", lambda error: page.errors.append(str(error)))
 
 
+# Counts the websocket's messages; the first one on a connection is its snapshot.
+MESSAGES = """
+window.__wsMessages = 0;
+document.addEventListener("htmx:wsAfterMessage", () => { window.__wsMessages += 1; });
+"""
+
+
 def open_live(page: Page, url: str) -> Page:
-    """Open `url` and wait until its websocket is open (pushes from then on arrive)."""
+    """Open `url` and wait until its websocket delivered the page's snapshot: pushes
+    arrive from then on, and a control used now is not replaced under the test's hand
+    (a snapshot landing after a select_option put the form back to its first option)."""
+    page.add_init_script(MESSAGES)
     page.goto(url)
     page.evaluate("window.__document = 'first'")
     expect(page.locator("[ws-connect]")).to_have_count(1)
-    page.wait_for_function(
-        "() => { const ws = document.querySelector('[ws-connect]')['htmx-internal-data'];"
-        " return ws && ws.webSocket && ws.webSocket.socket.readyState === 1; }",
-        timeout=WAIT_MS,
-    )
+    page.wait_for_function("() => window.__wsMessages > 0", timeout=WAIT_MS)
     return page
 
 
@@ -316,6 +316,47 @@ def test_a_swap_breaking_clients_fails_on_the_page_saying_why_and_no_retired_ver
     page.screenshot(path=SCREENSHOTS / "model-unhealthy-target.png", full_page=True)
     assert answer(replica, "held")["model_version"] == "1"
     assert page.evaluate("window.__record.disagreements") == []
+
+
+def test_a_version_picked_in_the_swap_form_stays_picked_when_a_push_renders_the_form(
+    browser, console, held_model, alice, live_settings
+):
+    off_the_loop(lambda: add_version(held_model, gated_spec(version="3")))
+    page = open_live(signed_in(browser, console, alice), f"{console.url}/models/held/")
+    page.get_by_label("To version").select_option("3")
+    page.get_by_text("Swap even if it would break the clients of version 1").click()
+    page.get_by_label("Why (on the record and in the audit log)").fill("clients moved")
+    page.evaluate("document.getElementById('swap-form-held').dataset.before = 'push'")
+
+    # Any change of the model re-renders its form: here, a rollback request's.
+    change = {"type": notify.EVENT, "record": "rollback_request", "id": 0, "model": "held"}
+    announce_to_the_console(live_settings, change)
+    page.wait_for_function(
+        "() => document.getElementById('swap-form-held').dataset.before === undefined",
+        timeout=WAIT_MS,
+    )
+
+    expect(page.get_by_label("To version")).to_have_value("3")
+    expect(page.get_by_label("Why (on the record and in the audit log)")).to_have_value(
+        "clients moved"
+    )
+
+
+def announce_to_the_console(settings, event: dict) -> None:
+    """Send `event` to the console processes of this test's namespace, as a change does."""
+    layer = SealedChannelLayer(
+        hosts=[settings.REDIS_URL],
+        prefix=f"{settings.HOTSWAP_NAMESPACE}:asgi",
+        symmetric_encryption_keys=[settings.SECRET_KEY],
+    )
+
+    async def send() -> None:
+        try:
+            await layer.group_send(notify.CHANGES, event)
+        finally:
+            await layer.close_pools()
+
+    off_the_loop(lambda: asyncio.run(send()))
 
 
 def test_requests_that_fail_are_shown_as_errors_of_their_version_and_never_as_served(
