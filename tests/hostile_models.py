@@ -114,3 +114,11 @@ def leaves_a_mark() -> Model:
     with open(os.path.join(os.environ["TMPDIR"], MARK_NAME), "w") as mark:
         mark.write(str(os.getpid()))
     return _echo
+
+
+def imports_scikit_learn() -> Model:
+    """A well-behaved version whose factory imports scikit-learn itself (a python
+    version wrapping an estimator): the import is not the version's memory."""
+    import sklearn.linear_model  # noqa: F401
+
+    return _echo

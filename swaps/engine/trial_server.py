@@ -63,6 +63,7 @@ WARMED_PACKAGES = frozenset({"numpy", "scipy", "sklearn", "joblib", "onnxruntime
 
 @dataclass
 class _Trial:
+    request: dict
     request_id: int
     pid: int
     pidfd: int
@@ -102,6 +103,13 @@ def _serve(answers) -> None:
     selector.register(requests.fileno(), selectors.EVENT_READ, "requests")
     trials: dict[int, _Trial] = {}
     pending = bytearray()
+
+    def begin(request: dict) -> None:
+        trial = _start(request)
+        trials[trial.pid] = trial
+        selector.register(trial.result_fd, selectors.EVENT_READ, ("output", trial))
+        selector.register(trial.pidfd, selectors.EVENT_READ, ("exit", trial))
+
     while True:
         now = time.monotonic()
         timeout = min((t.deadline - now for t in trials.values()), default=None)
@@ -116,10 +124,7 @@ def _serve(answers) -> None:
                 while b"\n" in pending:
                     line, _, rest = bytes(pending).partition(b"\n")
                     pending[:] = rest
-                    trial = _start(orjson.loads(line))
-                    trials[trial.pid] = trial
-                    selector.register(trial.result_fd, selectors.EVENT_READ, ("output", trial))
-                    selector.register(trial.pidfd, selectors.EVENT_READ, ("exit", trial))
+                    begin(orjson.loads(line))
             else:
                 kind, trial = key.data
                 if kind == "output":
@@ -129,8 +134,10 @@ def _serve(answers) -> None:
                     else:
                         selector.unregister(trial.result_fd)
                 else:
-                    _finish(trial, selector, answers)
+                    again = _finish(trial, selector, answers)
                     del trials[trial.pid]
+                    if again is not None:
+                        begin(again)
         now = time.monotonic()
         for trial in trials.values():
             if now >= trial.deadline and not trial.killed:
@@ -152,6 +159,7 @@ def _start(request: dict) -> _Trial:
     os.close(write_end)
     os.set_blocking(read_end, False)
     return _Trial(
+        request=request,
         request_id=request["id"],
         pid=pid,
         pidfd=os.pidfd_open(pid),
@@ -170,7 +178,11 @@ def _kill(trial: _Trial) -> None:
         pass
 
 
-def _finish(trial: _Trial, selector: selectors.BaseSelector, answers) -> None:
+def _finish(trial: _Trial, selector: selectors.BaseSelector, answers) -> dict | None:
+    """Answer the finished trial; or, once, return its request to try again warm: a
+    trial over its memory that imported packages the server had not (a python version
+    importing scikit-learn was charged 120 MB for it, and failed a 95 MB limit on every
+    replica's first try)."""
     _, status = os.waitpid(trial.pid, 0)
     while chunk := _read_rest(trial.result_fd):
         trial.output.extend(chunk)
@@ -194,8 +206,14 @@ def _finish(trial: _Trial, selector: selectors.BaseSelector, answers) -> None:
     else:
         reason = EXITED.format(status=os.waitstatus_to_exitcode(status))
         answer |= {"ok": False, "contained": True, "reason": reason}
+    new = [m for m in answer.pop("imported", ()) if m not in sys.modules]
+    if new and answer.pop("over_memory", False) and not trial.request.get("warm"):
+        _warm(new)
+        return {**trial.request, "warm": True}
+    answer.pop("over_memory", None)
     answers.write(orjson.dumps(answer) + b"\n")
-    _warm(m for m in answer.pop("imported", ()) if m not in sys.modules)
+    _warm(new)
+    return None
 
 
 def _read_rest(fd: int) -> bytes:
@@ -259,11 +277,12 @@ def _load_within_limit(spec: VersionSpec, slack: int) -> runtimes.RuntimeModel |
     except LoadError as exc:
         if _out_of_memory(exc):
             reason = NO_MEMORY.format(limit=limit, slack=f"{slack / 2**20:.0f}")
-            return {"ok": False, "contained": True, "reason": reason}
+            return {"ok": False, "contained": True, "reason": reason, "over_memory": True}
         return {"ok": False, "contained": False, "reason": exc.message}
     if model.memory_bytes > spec.memory_limit_bytes:
         used = f"{model.memory_bytes / 2**20:.1f}"
-        return {"ok": False, "contained": True, "reason": OVER_LIMIT.format(used=used, limit=limit)}
+        reason = OVER_LIMIT.format(used=used, limit=limit)
+        return {"ok": False, "contained": True, "reason": reason, "over_memory": True}
     return model
 
 
