@@ -337,6 +337,7 @@ def test_a_version_picked_in_the_swap_form_stays_picked_when_a_push_renders_the_
     )
 
     expect(page.get_by_label("To version")).to_have_value("3")
+    expect(page.locator("#force-choice-held")).to_have_attribute("open", "")  # still open
     expect(page.get_by_label("Why (on the record and in the audit log)")).to_have_value(
         "clients moved"
     )
