@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from .inference import (
+    ROUTING_KEY_HEADER,
     Backend,
     Inferencer,
     ServingError,
@@ -54,6 +55,7 @@ DECODE_ON_LOOP_BYTES = 256 * 2**10
 # takes). Sixty such requests at once took a replica from 216 MB to 1.1 GB for good.
 LARGE_BODY_BYTES = 2**20
 LARGE_BODIES_AT_ONCE = 4
+ROUTING_KEY = ROUTING_KEY_HEADER.encode()  # ASGI gives header names lower-cased
 
 TOO_LARGE = "the body is larger than the {limit} bytes this server accepts"
 NO_ENDPOINT = "no such endpoint: {method} {path}"
@@ -218,7 +220,12 @@ class Gateway:
             )
 
         payload, json_length = await self.inference.infer(
-            model_id, version, request, encode, started=started
+            model_id,
+            version,
+            request,
+            encode,
+            started=started,
+            routing_key=_header(scope, ROUTING_KEY),
         )
         if json_length is None:
             return 200, payload, JSON_HEADERS

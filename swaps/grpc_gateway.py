@@ -29,7 +29,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .engine.tensors import numpy_dtype, v2_datatype
-from .inference import Inferencer, ServingError, server_metadata
+from .inference import ROUTING_KEY_HEADER, Inferencer, ServingError, server_metadata
 from .v2_codec import (
     BadRequest,
     InferenceRequest,
@@ -149,10 +149,22 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
         try:
             return await self.inference.infer(
-                model_id, request.model_version or None, decoded, encode, started=started
+                model_id,
+                request.model_version or None,
+                decoded,
+                encode,
+                started=started,
+                routing_key=_routing_key(context),
             )
         except ServingError as exc:
             await _abort(context, exc)
+
+
+def _routing_key(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTING_KEY_HEADER:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return None
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: ServingError) -> None:

@@ -46,6 +46,11 @@ NO_ACTIVE_VERSION = "model {model_id!r} has no active version on this replica"
 VERSION_NOT_LOADED = "version {version!r} of model {model_id!r} is not loaded on this replica"
 MODEL_FAILED = "version {version!r} of model {model_id!r} failed on this request: {error}"
 
+# A request carrying this header lands on the same side of a rollout's split for the
+# same key (session affinity), on every replica; REST reads it as a header, gRPC as
+# invocation metadata.
+ROUTING_KEY_HEADER = "hotswap-routing-key"
+
 
 class Backend(Protocol):
     """What inference is served from: a replica (swaps.replica.Replica) in practice."""
@@ -108,14 +113,16 @@ class Inferencer:
         encode: Encode[T],
         *,
         started: float,
+        routing_key: str | None = None,
     ) -> T:
         """The request answered by the version routing chooses (or `version`), encoded.
 
         `started`: perf_counter() when the protocol began reading the request; the
-        request's duration metric runs from there to its answer encoded.
+        request's duration metric runs from there to its answer encoded. `routing_key`:
+        the request's `ROUTING_KEY_HEADER`, if it sent one.
         """
         try:
-            chosen, model = await self._begin(model_id, version)
+            chosen, model = await self._begin(model_id, version, routing_key)
         except ServingError as refusal:
             self.refused(refusal.status)
             raise
@@ -175,9 +182,11 @@ class Inferencer:
         key = (model.spec.model_id, model.spec.version)
         return await self.threads.run(_timed_predict, (model, inputs), key=key)
 
-    async def _begin(self, model_id: str, version: str | None) -> tuple[str, LoadedModel]:
+    async def _begin(
+        self, model_id: str, version: str | None, routing_key: str | None
+    ) -> tuple[str, LoadedModel]:
         try:
-            return self.dispatcher.begin(model_id, version)
+            return self.dispatcher.begin(model_id, version, routing_key)
         except (UnknownModel, NotServing):
             await self._refuse(model_id, version)
             raise
@@ -205,7 +214,7 @@ class Inferencer:
 
     async def loaded(self, model_id: str, version: str | None) -> tuple[str, LoadedModel]:
         """The version that would answer (routed or pinned) and its model, or refuse."""
-        chosen = version or self.dispatcher.router.resolve(model_id)
+        chosen = version or self.dispatcher.router.stable(model_id)
         model = self.dispatcher.versions.loaded(model_id, chosen) if chosen else None
         if model is None:
             await self._refuse(model_id, version)

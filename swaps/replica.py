@@ -66,7 +66,7 @@ from .engine.inflight import LocalInflight
 from .engine.ports import LoadedModel
 from .engine.reports import ReplicaReport, nest, sealed_report
 from .engine.results import HealthCheckResult, utcnow
-from .engine.router import LocalRouter
+from .engine.router import LocalRouter, decode_route
 from .engine.runtimes import describe_exception
 from .engine.sandbox import ContainedLoadFailure
 from .engine.seal import Seal
@@ -308,17 +308,22 @@ class Replica:
         the local one whatever its epoch. A route Redis no longer has is kept.
         """
         waiting = set()
-        for model_id, version in routes.items():
-            if self.versions.loaded(model_id, version) is None:
+        for model_id, route in routes.items():
+            version, split = decode_route(route)
+            # A rollout's candidate answers (or shadows) part of the traffic: both load first.
+            needed = (version,) if split is None else (version, split.candidate)
+            missing = [v for v in needed if self.versions.loaded(model_id, v) is None]
+            if missing:
                 waiting.add(model_id)
-                wanted = self._desired.get((model_id, version))
-                self._start_loading((model_id, version), wanted.request if wanted else 0)
+                for absent in missing:
+                    wanted = self._desired.get((model_id, absent))
+                    self._start_loading((model_id, absent), wanted.request if wanted else 0)
                 continue
             epoch = epochs.get(model_id, 0)
             if self._applied_in.get(model_id, incarnation) != incarnation:
-                self.router.replace(model_id, version, epoch)
+                self.router.replace(model_id, version, epoch, split)
             else:
-                self.router.apply(model_id, version, epoch)
+                self.router.apply(model_id, version, epoch, split)
             self._applied_in[model_id] = incarnation
         self._waiting_for_load = waiting
 
@@ -394,7 +399,7 @@ class Replica:
     def _draining(self, pending: Mapping[Key, int] | None = None) -> bool:
         if pending is None:
             pending = self.inflight.snapshot().pending
-        return any(self.router.resolve(model_id) != version for model_id, version in pending)
+        return any(not self.router.serves(model_id, version) for model_id, version in pending)
 
     async def _report(self) -> None:
         counts = self.inflight.snapshot()
@@ -417,6 +422,7 @@ class Replica:
             loaded=loaded,
             routes={model_id: route.version for model_id, route in routes.items()},
             epochs={model_id: route.epoch for model_id, route in routes.items()},
+            splits={m: route.split.as_dict() for m, route in routes.items() if route.split},
             inflight=nest(pending),
             completed=nest(counts.completed),
             client_errors=nest(counts.client_errors),

@@ -38,6 +38,7 @@ from .fleet_versions import FleetVersions, Quarantine, desired_entry
 from .hotswapper import ModelHotSwapper, Observer, SwapPolicy
 from .reports import ReplicaReport, live_reports, report_rounds
 from .results import SwapState, SwapStatus
+from .router import Split, decode_route, describe_route, encode_route
 from .seal import Seal
 from .spec import VersionSpec
 
@@ -57,7 +58,9 @@ FLIP_RACED = (
 # The flip: the route, its epoch and its seal (made for that epoch), the history, and
 # the change notification, as one step, if the epoch is still the one the seal was made
 # after; else nothing, and the caller seals the next epoch and tries again. An empty
-# version removes the route (undoing a first deploy).
+# route removes it (undoing a first deploy). The route's field is `router.encode_route`
+# (the stable version and a rollout's split, sealed together); the history lists
+# stable versions only (ARGV[7]).
 FLIP = """
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if held ~= tonumber(ARGV[4]) then
@@ -71,8 +74,8 @@ if ARGV[2] == '' then
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
-  if redis.call('LINDEX', KEYS[3], -1) ~= ARGV[2] then
-    redis.call('RPUSH', KEYS[3], ARGV[2])
+  if redis.call('LINDEX', KEYS[3], -1) ~= ARGV[7] then
+    redis.call('RPUSH', KEYS[3], ARGV[7])
   end
 end
 redis.call('PUBLISH', ARGV[3], ARGV[1])
@@ -119,8 +122,13 @@ class FleetRouter:
 
     @unavailable_as_error
     async def active(self, model_id: str) -> str | None:
-        version = await self._redis.hget(self._keys.routes, model_id)
-        return text(version) if version is not None else None
+        value = await self._redis.hget(self._keys.routes, model_id)
+        return decode_route(text(value))[0] if value is not None else None
+
+    @unavailable_as_error
+    async def split(self, model_id: str) -> Split | None:
+        value = await self._redis.hget(self._keys.routes, model_id)
+        return decode_route(text(value))[1] if value is not None else None
 
     @unavailable_as_error
     async def epoch(self, model_id: str) -> int:
@@ -131,7 +139,7 @@ class FleetRouter:
         return [text(v) for v in await self._redis.lrange(self._keys.history(model_id), 0, -1)]
 
     @unavailable_as_error
-    async def flip(self, model_id: str, version: str) -> int:
+    async def flip(self, model_id: str, version: str, split: Split | None = None) -> int:
         """Flip the route, then wait until every live replica has applied the new epoch.
 
         A replica that is still heartbeating yet does not apply it within the ack
@@ -141,7 +149,7 @@ class FleetRouter:
         if not reports:
             raise FleetUnavailable(NO_LIVE_REPLICA)
         started = time.monotonic()
-        epoch, previous = await self._set(model_id, version, reports)
+        epoch, previous = await self._set(model_id, encode_route(version, split), reports)
         lagging = await self._await_acks(model_id, epoch, started)
         if lagging is None:
             return epoch
@@ -154,13 +162,15 @@ class FleetRouter:
                 epoch=epoch,
                 model_id=model_id,
                 seconds=self._fleet.ack_timeout,
-                restored=f"version {previous}" if previous else "no version",
+                restored=describe_route(previous) if previous else "no version",
             )
         )
 
     async def _set(
-        self, model_id: str, version: str, reports: list[ReplicaReport]
+        self, model_id: str, route: str, reports: list[ReplicaReport]
     ) -> tuple[int, str]:
+        """Write the route's field (`encode_route`) at the next epoch; return it and the
+        field it replaced."""
         # Past the highest epoch a replica reports too, in case Redis lost the counter.
         floor = max((r.epochs.get(model_id, 0) for r in reports), default=0)
         held = await self.epoch(model_id)
@@ -175,11 +185,12 @@ class FleetRouter:
                 ],
                 args=[
                     model_id,
-                    version,
+                    route,
                     self._keys.changes,
                     held,
                     epoch,
-                    self._fleet.seal.route_seal(model_id, version, epoch),
+                    self._fleet.seal.route_seal(model_id, route, epoch),
+                    decode_route(route)[0],
                 ],
             )
             if int(flipped) == epoch:

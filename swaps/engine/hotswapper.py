@@ -44,6 +44,7 @@ from .results import (
     counted,
     utcnow,
 )
+from .router import Split
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,72 @@ class ModelHotSwapper:
             return await self.get_swap_status(model_id)
         return await self._run(status, self._resume(status, drain_timeout))
 
+    # -- rollouts: the steps a control plane drives ---------------------------------------
+
+    async def begin_rollout(
+        self,
+        model_id: str,
+        from_version: str,
+        to_version: str,
+        *,
+        force: bool = False,
+        operation_id: str = "",
+    ) -> SwapStatus:
+        """Claim the model for a rollout and load and check the candidate as a swap does.
+
+        Returns the status, Swapping, with routing untouched: the caller moves traffic
+        with `split_rollout` and ends it with `promote_rollout` or `abort_rollout`, or
+        `resume` (after its runner died) sends all traffic back to the stable version.
+        """
+        await self._require_versions(model_id, from_version, to_version)
+        if from_version == to_version:
+            raise InvalidSwap(errors.SAME_VERSION.format(model_id=model_id, version=to_version))
+        status, previous = await self._claim(
+            model_id,
+            operation="rollout",
+            current=from_version,
+            target=to_version,
+            message=f"checking version {to_version} before the rollout",
+            operation_id=operation_id,
+        )
+        await self._require_active(status, from_version, previous)
+        return await self._run(status, self._begin_rollout(status, force))
+
+    async def split_rollout(
+        self, status: SwapStatus, weight: int, *, shadow: bool = False, message: str = ""
+    ) -> SwapStatus:
+        """Send `weight` percent of the unpinned requests to the candidate (a canary), or
+        copies of that share of them (`shadow`); returns once every replica applied it.
+
+        A weight the fleet could not take aborts the rollout (the status returned is
+        Failed): a replica that missed it may hold either weight, and only the stable
+        version's route is safe to leave behind."""
+        split = Split(candidate=_candidate(status), weight=weight, shadow=shadow)
+        stable = status.current_version
+        assert stable is not None
+        try:
+            await self._router.flip(status.model_id, stable, split)
+        except SwapError as exc:
+            reason = f"the weight could not be set to {weight} %: {exc.message}"
+            return await self.abort_rollout(status, reason)
+        verb = "copied" if shadow else "routed"
+        said = message or f"{weight} % of requests {verb} to version {split.candidate}"
+        return await self._transition(status, message=said)
+
+    async def promote_rollout(
+        self, status: SwapStatus, *, drain_timeout: float | None = None, note: str = ""
+    ) -> SwapStatus:
+        """The rollout's end: all traffic to the candidate, the stable version drained
+        and kept warm (an instant rollback can go back to it), Completed."""
+        return await self._run(status, self._promote(status, drain_timeout, note))
+
+    async def abort_rollout(
+        self, status: SwapStatus, reason: str, *, drain_timeout: float | None = None
+    ) -> SwapStatus:
+        """All traffic back to the stable version at once, then the candidate's requests
+        drained and the candidate unloaded: Failed, with `reason`."""
+        return await self._run(status, self._abort(status, reason, drain_timeout))
+
     # -- workflows ----------------------------------------------------------------------
 
     async def _swap(
@@ -316,7 +383,54 @@ class ModelHotSwapper:
             to_version=target,
         )
 
+    async def _begin_rollout(self, status: SwapStatus, force: bool) -> SwapStatus:
+        candidate = _candidate(status)
+        problems = await self._prepare(
+            status, candidate, clients_of=status.current_version, force=force
+        )
+        said = f"version {candidate} loaded and healthy everywhere"
+        if problems:
+            said += f" (forced: it breaks clients: {'; '.join(problems)})"
+        return await self._transition(status, message=said)
+
+    async def _promote(
+        self, status: SwapStatus, drain_timeout: float | None, note: str
+    ) -> SwapStatus:
+        status = await self._flip(status, _candidate(status), note=note)
+        status, _ = await self._complete(status, drain_timeout)
+        return status
+
+    async def _abort(
+        self, status: SwapStatus, reason: str, drain_timeout: float | None
+    ) -> SwapStatus:
+        model_id, candidate, stable = status.model_id, _candidate(status), status.current_version
+        assert stable is not None
+        began = time.perf_counter()
+        if await self._router.split(model_id) is not None:
+            await self._router.flip(model_id, stable)
+        flipped = time.perf_counter() - began
+        status = await self._transition(
+            status,
+            message=f"{reason}; all traffic back on version {stable} in {flipped:.2f} s; "
+            f"draining version {candidate}",
+            pending_requests=await self._inflight.pending(model_id, candidate),
+        )
+        drain, status = await self._drain(
+            model_id, candidate, self._timeout(drain_timeout), status=status
+        )
+        await self._versions.unload(model_id, candidate)
+        ended = (
+            f"{reason}; all traffic back on version {stable} in {flipped:.2f} s; "
+            f"{counted(drain.requests_drained, 'request')} on version {candidate} drained"
+        )
+        if not drain.drained:
+            ended += f", {counted(drain.requests_remaining, 'request')} still running there"
+        return await self._finish(status, SwapState.FAILED, ended, drain)
+
     async def _resume(self, status: SwapStatus, drain_timeout: float | None) -> SwapStatus:
+        if status.state is SwapState.SWAPPING and status.operation == "rollout":
+            # Never left at a weight nobody drives: back to the stable version.
+            return await self._abort(status, "interrupted before the rollout ended", drain_timeout)
         if status.state is SwapState.SWAPPING:
             active = await self._router.active(status.model_id)
             if active != status.target_version:
@@ -643,3 +757,8 @@ def _finished(verb: str, source: str, target: str, drain: DrainResult) -> str:
         f"{drain.waited_seconds:.2f} s with {counted(drain.requests_remaining, 'request')} still "
         f"running on version {source}: they finish there, and it unloads once they have"
     )
+
+
+def _candidate(status: SwapStatus) -> str:
+    assert status.target_version is not None
+    return status.target_version

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from .compatibility import Signature
     from .results import HealthCheckResult, SwapStatus
+    from .router import Split
     from .spec import TensorSpec, VersionSpec
 
 
@@ -96,8 +97,13 @@ class Router(Protocol):
         """Versions that have served the model, oldest first, the active one last."""
         ...
 
-    async def flip(self, model_id: str, version: str) -> int:
-        """Route the model to `version` atomically; return the new epoch.
+    async def split(self, model_id: str) -> Split | None:
+        """The rollout's share of the route (router.Split), None when there is none."""
+        ...
+
+    async def flip(self, model_id: str, version: str, split: Split | None = None) -> int:
+        """Route the model to `version` (with `split`, a rollout's share) atomically;
+        return the new epoch.
 
         Returns once every serving path routes new unpinned requests to `version` (in a
         fleet: once every live replica has acknowledged the epoch).

@@ -42,6 +42,8 @@ class ReplicaReport:
     loaded: dict[str, list[str]] = field(default_factory=dict)
     routes: dict[str, str] = field(default_factory=dict)  # model -> version it routes to
     epochs: dict[str, int] = field(default_factory=dict)  # model -> route epoch applied
+    # model -> a rollout's split of its route (router.Split.as_dict), where there is one
+    splits: dict[str, dict[str, Any]] = field(default_factory=dict)
     inflight: dict[str, dict[str, int]] = field(default_factory=dict)
     # Requests that finished: all of them (what a drain counts), and of those the ones
     # refused as a client's error (4xx) and the ones the model failed (5xx). Served is

@@ -32,7 +32,7 @@ def routed_or_in_flight(router: LocalRouter, inflight: LocalInflight) -> Callabl
     on it (what `LocalVersions` asks before it unloads)."""
 
     def in_use(model_id: str, version: str) -> bool:
-        return router.resolve(model_id) == version or inflight.pending_now(model_id, version) > 0
+        return router.serves(model_id, version) or inflight.pending_now(model_id, version) > 0
 
     return in_use
 
@@ -45,13 +45,17 @@ class Dispatcher:
         self.inflight = inflight
         self.versions = versions
 
-    def begin(self, model_id: str, version: str | None = None) -> tuple[str, LoadedModel]:
+    def begin(
+        self, model_id: str, version: str | None = None, key: str | None = None
+    ) -> tuple[str, LoadedModel]:
         """Choose the version and count the request in flight, atomically with any flip.
 
-        Returns the version and its loaded model; the caller must call `end` once.
+        `version` pins it; else the route chooses, by the request's routing `key` where
+        a canary splits it. Returns the version and its loaded model; the caller must
+        call `end` once.
         """
         with self.router.lock:
-            chosen = version if version is not None else self.router.resolve(model_id)
+            chosen = version if version is not None else self.router.resolve(model_id, key)
             if chosen is None:
                 raise UnknownModel(NO_ROUTE.format(model_id=model_id))
             model = self.versions.loaded(model_id, chosen)
