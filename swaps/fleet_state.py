@@ -28,6 +28,7 @@ from swaps.engine.fleet import Fleet
 from swaps.engine.fleet_versions import Quarantine
 from swaps.engine.hotswapper import ModelHotSwapper, Observer, SwapPolicy
 from swaps.engine.ports import InflightTracker, Router, StatusBoard, VersionManager
+from swaps.engine.reports import ReplicaReport
 from swaps.engine.seal import Seal
 from swaps.engine.spec import VersionSpec
 from swaps.models import ModelVersion, ServedModel, Swap
@@ -68,6 +69,10 @@ class Engine(Protocol):
     ) -> None: ...
 
     async def is_empty(self) -> bool: ...
+
+    async def replicas(self) -> list[ReplicaReport]:
+        """What each live replica last reported (a rollout's analysis reads it)."""
+        ...
 
     def swapper(
         self, *, policy: SwapPolicy | None = None, on_change: Observer | None = None

@@ -30,7 +30,8 @@ DRAIN = "drain"
 RUN_SWAP = "swaps.jobs.run_swap"
 DRAIN_ROLLBACK = "swaps.jobs.drain_rollback"
 RECOVER_SWAP = "swaps.jobs.recover_swap"
-JOB_FUNCTIONS = frozenset({RUN_SWAP, DRAIN_ROLLBACK, RECOVER_SWAP})
+RUN_ROLLOUT = "swaps.jobs.run_rollout"
+JOB_FUNCTIONS = frozenset({RUN_SWAP, DRAIN_ROLLBACK, RECOVER_SWAP, RUN_ROLLOUT})
 
 # How jobs are stored (settings.RQ_QUEUES names it too, for django-rq and the worker):
 # whoever can write to Redis can queue a job, so a job is data, never a pickle.
@@ -80,6 +81,14 @@ def enqueue_swap(swap: Swap) -> Job | None:
     swap.rq_job_id = job_id("swap", swap.pk)
     Swap.objects.filter(pk=swap.pk).update(rq_job_id=swap.rq_job_id)
     return queue().enqueue(RUN_SWAP, swap.pk, job_id=swap.rq_job_id)
+
+
+def enqueue_rollout(swap: Swap) -> Job | None:
+    """Queue a rollout's job on commit. No timeout: a step may wait for a person, and
+    the job ends the rollout itself (abort, analysis, or the last step)."""
+    swap.rq_job_id = job_id("rollout", swap.pk)
+    Swap.objects.filter(pk=swap.pk).update(rq_job_id=swap.rq_job_id)
+    return queue().enqueue(RUN_ROLLOUT, swap.pk, job_id=swap.rq_job_id, job_timeout=-1)
 
 
 def enqueue_drain(swap_id: int) -> Job | None:

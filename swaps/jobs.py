@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from rq.job import Job
 
-from swaps import job_queue, swapping
+from swaps import job_queue, rollouts, swapping
 
 
 def run_swap(swap_id: int) -> str:
     """Run a swap or first deploy from start to its final state."""
     return swapping.run_swap(swap_id=swap_id).state
+
+
+def run_rollout(swap_id: int) -> str:
+    """Run a rollout's steps to its end: Completed, or Failed back on the stable version."""
+    return rollouts.run_rollout(swap_id=swap_id).state
 
 
 def drain_rollback(swap_id: int) -> str:

@@ -133,6 +133,7 @@ class Swap(models.Model):
         SWAP = "swap"
         ROLLBACK = "rollback"
         DEPLOY = "deploy"
+        ROLLOUT = "rollout"  # a swap in steps, judged on live traffic (Rollout)
 
     class State(models.TextChoices):
         PENDING = "pending"  # accepted, its runner not started yet
@@ -185,6 +186,52 @@ class Swap(models.Model):
     @property
     def is_running(self) -> bool:
         return self.state in self.RUNNING
+
+
+class Rollout(models.Model):
+    """A rollout's plan and where it stands; its Swap row (same id) holds its state.
+
+    The steps move the share of unpinned requests the candidate answers (a canary), or
+    the share copied to it (a shadow), while the analysis judges it on live traffic.
+    Each change here is written with a transition of its Swap (rollouts.py), so the
+    record never shows a weight the fleet did not apply.
+    """
+
+    class Mode(models.TextChoices):
+        CANARY = "canary"
+        SHADOW = "shadow"
+
+    swap = models.OneToOneField(
+        Swap, primary_key=True, on_delete=models.CASCADE, related_name="rollout"
+    )
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.CANARY)
+    # [{"weight": 10, "pause": 60}, ...]: a pause of null waits for a person to promote.
+    steps = models.JSONField()
+    # Thresholds (rollout_analysis.THRESHOLDS); none given judges nothing automatically.
+    analysis = models.JSONField(default=dict, blank=True)
+    step = models.IntegerField(default=-1, help_text="the step under way; -1 before the first")
+    weight = models.PositiveSmallIntegerField(default=0, help_text="what the fleet applies now")
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    # A person's promotion: the step to go to (len(steps): all the way), until taken.
+    promote_to = models.IntegerField(null=True, blank=True)
+    promoted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    abort_reason = models.TextField(blank=True)
+    aborted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Where the model's rollbacks need a second person, so does leaving the first step:
+    # someone other than the requester, holding the approve permission.
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    # The last analysis: per version figures and each check's verdict (the console's).
+    verdict = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"rollout {self.swap_id} ({self.mode}, step {self.step + 1} of {len(self.steps)})"
 
 
 class SwapTransition(models.Model):
