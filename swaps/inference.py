@@ -153,11 +153,11 @@ class Inferencer:
             )
             raise ServingError(500, message) from None
         finally:
-            self.dispatcher.end(model_id, chosen, outcome)
+            # One figure for both: the report's histogram and Prometheus' agree.
+            seconds = perf_counter() - started
+            self.dispatcher.end(model_id, chosen, outcome, seconds)
             if self.metrics is not None:
-                self.metrics.answered(
-                    model_id, chosen, code, perf_counter() - started, predict_seconds
-                )
+                self.metrics.answered(model_id, chosen, code, seconds, predict_seconds)
         return answer
 
     def _batcher(self, model: LoadedModel) -> Batcher:

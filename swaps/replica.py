@@ -428,6 +428,7 @@ class Replica:
             client_errors=nest(counts.client_errors),
             model_failures=nest(counts.model_failures),
             served=nest(counts.served),
+            latency=nest(counts.latency),
             health=nest(self._health),
             answered=nest(self._answered),
             failures=nest(self._failures),

@@ -17,6 +17,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from swaps.engine.fleet_keys import FleetKeys
+from swaps.engine.latency import total, window
 from swaps.engine.reports import ReplicaReport, opened_report
 from swaps.engine.results import utcnow
 
@@ -266,14 +267,19 @@ def stored_report(client: redis.Redis, replica) -> ReplicaReport | None:
     return opened_report(fleet_seal(), keys, replica.replica_id, stored)
 
 
-def counts_after(replica, redis_url: str, moment) -> tuple[int, int, int]:
-    """(served, client errors, model failures) of iris 1 in the first report the replica
-    wrote after `moment`: every request answered before then is in it."""
-    report = wait_until(
+def report_after(replica, redis_url: str, moment) -> ReplicaReport:
+    """The first report the replica wrote after `moment`: every request answered before
+    then is in it."""
+    return wait_until(
         lambda: (r := report_of(replica, redis_url)).reported_at > moment and r,
         timeout=30,
         what="a report newer than the requests",
     )
+
+
+def counts_after(replica, redis_url: str, moment) -> tuple[int, int, int]:
+    """(served, client errors, model failures) of iris 1 in `report_after` `moment`."""
+    report = report_after(replica, redis_url, moment)
     return tuple(
         report.count(table, "iris", "1") for table in ("served", "client_errors", "model_failures")
     )
@@ -290,3 +296,17 @@ def test_a_refused_request_is_counted_as_a_client_error_never_as_served(
 
     after = counts_after(gateway_replica, redis_url, utcnow())
     assert after == (served + 1, refused + 1, failed)
+
+
+def test_the_report_counts_each_answered_request_in_its_versions_latency(
+    gateway_replica, url, redis_url
+):
+    before = report_after(gateway_replica, redis_url, utcnow()).latency.get("iris", {})
+
+    for _ in range(3):
+        assert post(url, "/v2/models/iris/infer").status_code == 200
+    assert post(url, "/v2/models/iris/versions/2/infer").status_code == 200
+
+    after = report_after(gateway_replica, redis_url, utcnow()).latency["iris"]
+    assert total(window(before.get("1"), after["1"])) == 3
+    assert total(window(before.get("2"), after["2"])) == 1

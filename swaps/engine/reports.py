@@ -52,6 +52,10 @@ class ReplicaReport:
     client_errors: dict[str, dict[str, int]] = field(default_factory=dict)
     model_failures: dict[str, dict[str, int]] = field(default_factory=dict)
     served: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The finished requests' latency histograms, counts by bucket of
+    # inflight.LATENCY_BUCKETS_MS, cumulative since the replica started (latency.window).
+    # Empty in the reports of replicas older than it.
+    latency: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     health: dict[str, dict[str, HealthCheckResult]] = field(default_factory=dict)
     # The load request (Fleet's desired set) each version's health or failure answers.
     answered: dict[str, dict[str, int]] = field(default_factory=dict)

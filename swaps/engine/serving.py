@@ -7,6 +7,7 @@ the router's lock, then the model. No database, no Redis.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from time import perf_counter
 from typing import NamedTuple
 
 import numpy as np
@@ -64,18 +65,22 @@ class Dispatcher:
             self.inflight.enter(model_id, chosen)
         return chosen, model
 
-    def end(self, model_id: str, version: str, outcome: str = SERVED) -> None:
-        """The request `begin` counted is over: served, a client error or a failure."""
-        self.inflight.exit(model_id, version, outcome)
+    def end(
+        self, model_id: str, version: str, outcome: str = SERVED, seconds: float | None = None
+    ) -> None:
+        """The request `begin` counted is over: served, a client error or a failure, in
+        `seconds` (its version's latency histogram counts it) if given."""
+        self.inflight.exit(model_id, version, outcome, seconds)
 
     def infer(
         self, model_id: str, inputs: Mapping[str, np.ndarray], *, version: str | None = None
     ) -> Inference:
+        started = perf_counter()
         chosen, model = self.begin(model_id, version)
         outcome = FAILED
         try:
             outputs = model.predict(inputs)
             outcome = SERVED
         finally:
-            self.end(model_id, chosen, outcome)
+            self.end(model_id, chosen, outcome, perf_counter() - started)
         return Inference(model_id=model_id, version=chosen, outputs=outputs)
